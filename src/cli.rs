@@ -1,0 +1,138 @@
+//! The command line. Each subcommand loads the configuration, then calls into the library.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::config::{LogFormat, ProcessEnv, Settings};
+use crate::shutdown::Shutdown;
+use crate::{db, startup, status, telemetry};
+
+/// Keeps WhatsApp conversations (TimelinesAI) in step with your CRMs through a Postgres job queue.
+#[derive(Debug, Parser)]
+#[command(name = "timelines-sync", version, about)]
+pub struct Cli {
+    /// Configuration file (default: $TIMELINES_SYNC_CONFIG, else config/timelines-sync.toml if it
+    /// exists, else built-in defaults).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Log format; overrides [log].format.
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service: claim and execute jobs until SIGTERM or ctrl-c.
+    Run,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Print job counts by workspace, kind and state, and the oldest queued job's age.
+    Status,
+    /// Manage the embedded Postgres cluster (used when no database URL is configured).
+    Db {
+        /// start, stop or url.
+        #[command(subcommand)]
+        action: DbAction,
+    },
+    /// Run a benchmark and print its figures.
+    Bench {
+        /// Which benchmark.
+        #[command(subcommand)]
+        which: crate::bench::BenchCommand,
+    },
+}
+
+/// `db` actions.
+#[derive(Debug, Subcommand)]
+pub enum DbAction {
+    /// Start the embedded cluster in the background (it keeps running; `run` reuses it).
+    Start,
+    /// Stop the embedded cluster.
+    Stop,
+    /// Print the embedded cluster's connection URL (it holds the password).
+    Url,
+}
+
+/// Runs the parsed command line.
+pub fn execute(cli: Cli) -> anyhow::Result<()> {
+    let (settings, source) = Settings::load(cli.config.as_deref(), &ProcessEnv)?;
+    telemetry::init(cli.log_format.unwrap_or(settings.log.format));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Run => {
+                tracing::info!(config = %source, version = env!("CARGO_PKG_VERSION"), "timelines-sync starting");
+                let shutdown = Shutdown::new();
+                shutdown.on_signals(std::time::Duration::from_secs(settings.dispatcher.shutdown_grace_seconds));
+                startup::run(settings, shutdown).await
+            }
+            Command::Migrate => {
+                let (pool, embedded) = startup::open_database(&settings).await?;
+                println!("migrations applied");
+                close(pool, embedded).await
+            }
+            Command::Status => {
+                let (pool, embedded) = startup::open_database(&settings).await?;
+                print!("{}", status::report(&pool).await?.render());
+                close(pool, embedded).await
+            }
+            Command::Db { action } => db_command(&settings, action).await,
+            Command::Bench { which } => crate::bench::run(which, &settings).await,
+        }
+    })
+}
+
+async fn close(pool: sqlx::PgPool, embedded: Option<startup::Embedded>) -> anyhow::Result<()> {
+    pool.close().await;
+    if let Some(embedded) = embedded {
+        embedded.stop().await?;
+    }
+    Ok(())
+}
+
+async fn db_command(settings: &Settings, action: DbAction) -> anyhow::Result<()> {
+    if settings.database.url.is_some() {
+        anyhow::bail!("a database URL is configured (DATABASE_URL or [database].url): the embedded cluster is not used");
+    }
+    let data_dir = settings.database.data_dir.clone();
+    match action {
+        DbAction::Start => {
+            let (embedded, url) = startup::Embedded::start(settings).await?;
+            let pool = db::connect(url.expose(), 2).await?;
+            db::migrate(&pool).await?;
+            db::sync_workspaces(&pool, settings).await?;
+            pool.close().await;
+            drop(embedded); // leave it running
+            println!("embedded Postgres is running; connect with:\n{}", url.expose());
+        }
+        DbAction::Stop => {
+            let stopped = tokio::task::spawn_blocking(move || -> anyhow::Result<bool> {
+                Ok(startup::open_cluster(&data_dir)?.stop()?)
+            })
+            .await??;
+            println!("{}", if stopped { "embedded Postgres stopped" } else { "embedded Postgres was not running" });
+        }
+        DbAction::Url => {
+            let (cluster, port) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+                let cluster = startup::open_cluster(&data_dir)?;
+                let port = cluster.running_port()?;
+                Ok((cluster, port))
+            })
+            .await??;
+            match port {
+                Some(port) => println!("{}", cluster.url(port, "postgres")),
+                None => anyhow::bail!("the embedded cluster is not running: start it with `timelines-sync db start`"),
+            }
+        }
+    }
+    Ok(())
+}

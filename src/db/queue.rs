@@ -1,0 +1,300 @@
+//! Every statement the queue engine runs. The queue is a state machine in SQL:
+//!
+//! ```text
+//! queued/retrying --claim--> running --complete--> succeeded | failed | retrying | queued
+//!                               |  \--lease expires (rescue)--> retrying (interrupted)
+//!                               \--shutdown (release)--> queued/retrying
+//! ```
+//!
+//! A claim commits before the work starts, so no transaction is held across an API call. Every
+//! write to a running job checks that the caller still holds it (`locked_by` and `attempts`), so a
+//! worker whose lease was rescued cannot overwrite the newer attempt.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sqlx::{PgExecutor, PgPool};
+
+use crate::queue::Job;
+
+/// How an attempt ended, ready to be written.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Completion {
+    /// `succeeded`, with an optional result.
+    Succeeded(Option<Value>),
+    /// Another attempt after `delay` (or `failed` when attempts are used up).
+    Retry { error: String, delay: Duration },
+    /// Run again after `delay` without using up the attempt.
+    Snooze { delay: Duration },
+    /// `failed` for good.
+    Failed { error: String },
+}
+
+/// One finished attempt of a job held by this worker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finished {
+    /// The job.
+    pub id: i64,
+    /// The attempt number it was claimed with (guards against a rescued lease).
+    pub attempt: i32,
+    /// What to write.
+    pub completion: Completion,
+}
+
+/// Claims up to `limit` runnable jobs for `worker`, highest priority first, then oldest `run_at`,
+/// then id. `kinds` restricts the claim to the kinds this worker can run.
+pub async fn claim(
+    db: impl PgExecutor<'_>,
+    worker: &str,
+    limit: usize,
+    lease: Duration,
+    kinds: &[String],
+) -> sqlx::Result<Vec<Job>> {
+    // The CTE is a fence: the planner must pick exactly `limit` ids before the UPDATE, or it may
+    // update more rows than asked. SKIP LOCKED lets concurrent workers claim disjoint sets.
+    sqlx::query_as(
+        "WITH next AS (
+             SELECT id FROM timelines.jobs
+              WHERE state IN ('queued', 'retrying') AND run_at <= now() AND kind = ANY($4)
+              ORDER BY priority DESC, run_at, id
+              LIMIT $1
+              FOR UPDATE SKIP LOCKED)
+         UPDATE timelines.jobs j
+            SET state = 'running', attempts = j.attempts + 1, attempted_at = now(), updated_at = now(),
+                locked_by = $2, locked_until = now() + make_interval(secs => $3)
+           FROM next
+          WHERE j.id = next.id
+         RETURNING j.id, j.workspace, j.kind, j.payload, j.priority, j.attempts, j.max_attempts,
+                   j.idempotency_key, j.interrupted, j.created_at",
+    )
+    .bind(limit as i64)
+    .bind(worker)
+    .bind(lease.as_secs_f64())
+    .bind(kinds)
+    .fetch_all(db)
+    .await
+}
+
+/// Writes the outcomes of finished attempts in one statement. Returns the ids written; an id
+/// missing from the answer was no longer held (cancelled meanwhile, or rescued after a lost lease).
+pub async fn complete(db: impl PgExecutor<'_>, worker: &str, finished: &[Finished]) -> sqlx::Result<Vec<i64>> {
+    let n = finished.len();
+    let (mut ids, mut attempts, mut actions) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut results, mut errors, mut delays) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    for f in finished {
+        ids.push(f.id);
+        attempts.push(f.attempt);
+        let (action, result, error, delay) = match &f.completion {
+            Completion::Succeeded(result) => ("done", result.clone(), None, 0.0),
+            Completion::Retry { error, delay } => ("retry", None, Some(error.clone()), delay.as_secs_f64()),
+            Completion::Snooze { delay } => ("snooze", None, None, delay.as_secs_f64()),
+            Completion::Failed { error } => ("fail", None, Some(error.clone()), 0.0),
+        };
+        actions.push(action);
+        results.push(result);
+        errors.push(error);
+        delays.push(delay);
+    }
+    sqlx::query_scalar(
+        "WITH c AS (
+             SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::jsonb[], $5::text[], $6::float8[])
+                 AS c(id, attempt, action, result, error, delay))
+         UPDATE timelines.jobs j SET
+             state = CASE
+                 WHEN c.action = 'done' THEN 'succeeded'
+                 WHEN c.action = 'fail' THEN 'failed'
+                 WHEN c.action = 'retry' AND j.attempts >= j.max_attempts THEN 'failed'
+                 WHEN c.action = 'retry' THEN 'retrying'
+                 WHEN j.attempts > 1 OR j.interrupted THEN 'retrying'
+                 ELSE 'queued' END,
+             attempts = CASE WHEN c.action = 'snooze' THEN j.attempts - 1 ELSE j.attempts END,
+             run_at = CASE WHEN c.action IN ('retry', 'snooze')
+                           THEN now() + make_interval(secs => c.delay) ELSE j.run_at END,
+             result = CASE WHEN c.action = 'done' THEN c.result ELSE j.result END,
+             last_error = coalesce(c.error, j.last_error),
+             errors = CASE WHEN c.error IS NULL THEN j.errors
+                           ELSE (CASE WHEN jsonb_array_length(j.errors) >= 10 THEN j.errors - 0
+                                      ELSE j.errors END)
+                                || jsonb_build_array(jsonb_build_object(
+                                       'attempt', j.attempts, 'at', now(), 'error', c.error)) END,
+             finished_at = CASE
+                 WHEN c.action IN ('done', 'fail') THEN now()
+                 WHEN c.action = 'retry' AND j.attempts >= j.max_attempts THEN now()
+                 ELSE NULL END,
+             interrupted = false,
+             locked_by = NULL,
+             locked_until = NULL
+           FROM c
+          WHERE j.id = c.id AND j.state = 'running' AND j.locked_by = $7 AND j.attempts = c.attempt
+         RETURNING j.id",
+    )
+    .bind(&ids)
+    .bind(&attempts)
+    .bind(&actions)
+    .bind(&results)
+    .bind(&errors)
+    .bind(&delays)
+    .bind(worker)
+    .fetch_all(db)
+    .await
+}
+
+/// Extends the lease of the jobs this worker is running. Returns how many leases were renewed.
+pub async fn heartbeat(db: impl PgExecutor<'_>, worker: &str, ids: &[i64], lease: Duration) -> sqlx::Result<u64> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let done = sqlx::query(
+        "UPDATE timelines.jobs SET locked_until = now() + make_interval(secs => $3)
+          WHERE id = ANY($1) AND state = 'running' AND locked_by = $2",
+    )
+    .bind(ids)
+    .bind(worker)
+    .bind(lease.as_secs_f64())
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Gives back jobs this worker holds, at shutdown. `interrupted` says whether the attempt had
+/// started (its effect may have happened) or the job was only claimed. The attempt is not counted:
+/// stopping the service is not the job's fault.
+pub async fn release(db: impl PgExecutor<'_>, worker: &str, ids: &[i64], interrupted: bool) -> sqlx::Result<u64> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let done = sqlx::query(
+        "UPDATE timelines.jobs SET
+             state = CASE WHEN attempts > 1 OR interrupted OR $3 THEN 'retrying' ELSE 'queued' END,
+             attempts = attempts - 1, run_at = now(), interrupted = interrupted OR $3,
+             last_error = CASE WHEN $3 THEN 'attempt ' || attempts || ' interrupted: worker ' || $2
+                                         || ' shut down while the job was running'
+                               ELSE last_error END,
+             locked_by = NULL, locked_until = NULL
+          WHERE id = ANY($1) AND state = 'running' AND locked_by = $2",
+    )
+    .bind(ids)
+    .bind(worker)
+    .bind(interrupted)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Returns jobs whose lease expired (their worker crashed, was killed or lost the database) to
+/// `retrying`, marked `interrupted`, or to `failed` when that was their last attempt.
+/// Returns the number rescued; at most `limit` per call.
+pub async fn rescue_expired(db: impl PgExecutor<'_>, limit: i64) -> sqlx::Result<u64> {
+    let done = sqlx::query(
+        "WITH stuck AS (
+             SELECT id FROM timelines.jobs
+              WHERE state = 'running' AND locked_until < now()
+              ORDER BY locked_until
+              LIMIT $1
+              FOR UPDATE SKIP LOCKED)
+         UPDATE timelines.jobs j SET
+             state = CASE WHEN j.attempts >= j.max_attempts THEN 'failed' ELSE 'retrying' END,
+             finished_at = CASE WHEN j.attempts >= j.max_attempts THEN now() END,
+             run_at = now(),
+             interrupted = true,
+             last_error = format('attempt %s interrupted: the lease of worker %s expired at %s',
+                                 j.attempts, j.locked_by, j.locked_until),
+             errors = (CASE WHEN jsonb_array_length(j.errors) >= 10 THEN j.errors - 0 ELSE j.errors END)
+                      || jsonb_build_array(jsonb_build_object('attempt', j.attempts, 'at', now(),
+                             'error', format('interrupted: lease of worker %s expired', j.locked_by))),
+             locked_by = NULL,
+             locked_until = NULL
+           FROM stuck
+          WHERE j.id = stuck.id",
+    )
+    .bind(limit)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Deletes up to `limit` finished jobs older than `retention`. Returns how many.
+pub async fn prune_finished(db: impl PgExecutor<'_>, retention: Duration, limit: i64) -> sqlx::Result<u64> {
+    let done = sqlx::query(
+        "DELETE FROM timelines.jobs WHERE id IN (
+             SELECT id FROM timelines.jobs
+              WHERE state IN ('succeeded', 'failed', 'cancelled')
+                AND finished_at < now() - make_interval(secs => $1)
+              ORDER BY finished_at
+              LIMIT $2
+              FOR UPDATE SKIP LOCKED)",
+    )
+    .bind(retention.as_secs_f64())
+    .bind(limit)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Enqueues a job through `timelines.enqueue` (the same function users call from SQL).
+pub async fn enqueue(db: impl PgExecutor<'_>, new: &NewJob) -> sqlx::Result<i64> {
+    sqlx::query_scalar(
+        "SELECT timelines.enqueue($1, $2, workspace => $3, run_at => coalesce($4, now()),
+                                  priority => $5, idempotency_key => $6, max_attempts => $7)",
+    )
+    .bind(&new.kind)
+    .bind(&new.payload)
+    .bind(&new.workspace)
+    .bind(new.run_at)
+    .bind(new.priority)
+    .bind(&new.idempotency_key)
+    .bind(new.max_attempts)
+    .fetch_one(db)
+    .await
+}
+
+/// A job to enqueue from Rust (pollers, tests, the benchmark).
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    /// The kind.
+    pub kind: String,
+    /// The arguments.
+    pub payload: Value,
+    /// The workspace (`default` unless set).
+    pub workspace: String,
+    /// When it may run; `None` for now.
+    pub run_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Higher runs first.
+    pub priority: i32,
+    /// Deduplication key.
+    pub idempotency_key: Option<String>,
+    /// Attempts; `None` for the default (20).
+    pub max_attempts: Option<i32>,
+}
+
+impl NewJob {
+    /// A job of `kind` with `payload` for the default workspace, due now.
+    pub fn new(kind: impl Into<String>, payload: Value) -> Self {
+        Self {
+            kind: kind.into(),
+            payload,
+            workspace: crate::config::DEFAULT_WORKSPACE.to_owned(),
+            run_at: None,
+            priority: 0,
+            idempotency_key: None,
+            max_attempts: None,
+        }
+    }
+}
+
+/// Inserts `count` no-op jobs in one statement (benchmarks and tests).
+pub async fn enqueue_noops(pool: &PgPool, count: i64, payload: Value) -> sqlx::Result<u64> {
+    let done = sqlx::query(
+        "INSERT INTO timelines.jobs (kind, payload) SELECT 'noop', $2 FROM generate_series(1, $1)",
+    )
+    .bind(count)
+    .bind(payload)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// An empty no-op payload.
+pub fn noop_payload() -> Value {
+    json!({})
+}

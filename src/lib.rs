@@ -1,0 +1,23 @@
+//! timelines-sync: CRM pollers → Postgres job queue → rate-limited dispatcher → TimelinesAI.
+//!
+//! # Layout
+//! - [`cli`]: the command line (`run`, `migrate`, `status`, `db`, `bench`); `main.rs` only calls it.
+//! - [`config`]: the one settings tree, loaded from TOML plus environment overrides and validated.
+//! - [`pg`]: a private PostgreSQL cluster from the system binaries (zero-config default, tests).
+//! - [`db`]: connecting, migrating, and all queue SQL ([`db::queue`]).
+//! - [`queue`]: jobs, handler outcomes, backoff, and the [`queue::Worker`] engine that claims and runs them.
+//! - [`maintenance`]: the rescuer (expired leases) and the pruner (finished jobs past retention).
+//! - [`startup`]: wires the pieces into the running service; [`shutdown`]: two-stage stop.
+//! - [`status`], [`bench`]: the `status` report and the queue benchmark.
+
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod maintenance;
+pub mod pg;
+pub mod queue;
+pub mod shutdown;
+pub mod startup;
+pub mod status;
+pub mod telemetry;

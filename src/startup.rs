@@ -1,0 +1,115 @@
+//! Wires configuration, database and loops into the running service.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::PgPool;
+
+use crate::config::{Secret, Settings};
+use crate::maintenance::{Pruner, PrunerConfig, Rescuer, RescuerConfig};
+use crate::pg::{Cluster, ClusterOptions};
+use crate::queue::{NoopHandler, Worker, WorkerConfig};
+use crate::shutdown::Shutdown;
+use crate::{db, pg};
+
+/// The embedded cluster, when the service uses one.
+pub struct Embedded {
+    cluster: Cluster,
+    /// Whether this process started it (and so stops it); false when it was already running
+    /// (`timelines-sync db start`, or another instance).
+    started_here: bool,
+}
+
+impl Embedded {
+    /// Opens (initialising on first use) the cluster under `data_dir` and starts it unless it is
+    /// already running. Returns the cluster and its URL.
+    pub async fn start(settings: &Settings) -> anyhow::Result<(Self, Secret)> {
+        let data_dir = settings.database.data_dir.clone();
+        tokio::task::spawn_blocking(move || -> anyhow::Result<(Self, Secret)> {
+            let cluster = open_cluster(&data_dir)?;
+            let (port, started_here) = match cluster.running_port()? {
+                Some(port) => (port, false),
+                None => (cluster.start()?, true),
+            };
+            tracing::info!(
+                pgdata = %cluster.pgdata().display(), port, reused = !started_here,
+                "using the embedded Postgres cluster"
+            );
+            let url = Secret::new(cluster.url(port, "postgres"));
+            Ok((Self { cluster, started_here }, url))
+        })
+        .await?
+    }
+
+    /// Stops the cluster if this process started it.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        if !self.started_here {
+            return Ok(());
+        }
+        tokio::task::spawn_blocking(move || self.cluster.stop()).await??;
+        tracing::info!("embedded Postgres cluster stopped");
+        Ok(())
+    }
+}
+
+/// Opens the embedded cluster under `data_dir` (running `initdb` the first time).
+pub fn open_cluster(data_dir: &std::path::Path) -> anyhow::Result<Cluster> {
+    let cluster = Cluster::open(data_dir, ClusterOptions { durable: true, settings: Vec::new() })?;
+    Ok(cluster)
+}
+
+/// Connects to the configured database, or to the embedded cluster when none is configured;
+/// migrates it and records the configured workspaces.
+pub async fn open_database(settings: &Settings) -> anyhow::Result<(PgPool, Option<Embedded>)> {
+    let (url, embedded) = match &settings.database.url {
+        Some(url) => (url.clone(), None),
+        None => {
+            let (embedded, url) = Embedded::start(settings).await?;
+            (url, Some(embedded))
+        }
+    };
+    let pool = db::connect(url.expose(), settings.database.max_connections).await?;
+    db::migrate(&pool).await?;
+    db::sync_workspaces(&pool, settings).await?;
+    Ok((pool, embedded))
+}
+
+/// Runs the service until `shutdown` completes: the worker and the maintenance loops.
+pub async fn run(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
+    let (pool, embedded) = open_database(&settings).await?;
+    let result = run_on(pool.clone(), &settings, shutdown).await;
+    pool.close().await;
+    if let Some(embedded) = embedded {
+        embedded.stop().await.context("failed to stop the embedded Postgres cluster")?;
+    }
+    result
+}
+
+/// Runs the service's loops on an open, migrated database until shutdown.
+pub async fn run_on(pool: PgPool, settings: &Settings, shutdown: Shutdown) -> anyhow::Result<()> {
+    let m = &settings.maintenance;
+    let rescuer = Rescuer::new(
+        pool.clone(),
+        RescuerConfig { interval: Duration::from_secs(m.rescue_interval_seconds), ..RescuerConfig::default() },
+    );
+    let pruner = Pruner::new(
+        pool.clone(),
+        PrunerConfig {
+            interval: Duration::from_secs(m.prune_interval_seconds),
+            retention: Duration::from_secs(m.retention_hours * 3600),
+            batch_size: m.prune_batch_size,
+        },
+    );
+    let rescuer = tokio::spawn(rescuer.run(shutdown.clone()));
+    let pruner = tokio::spawn(pruner.run(shutdown.clone()));
+    // Until the TimelinesAI dispatcher lands, the service runs the diagnostic `noop` kind; jobs of
+    // the API kinds stay queued (they are not claimed) rather than failing.
+    let worker = Worker::new(pool, WorkerConfig::from_settings(&settings.dispatcher), Arc::new(NoopHandler));
+    let result = worker.run(shutdown.clone()).await.map(|_| ());
+    let _ = tokio::join!(rescuer, pruner);
+    result
+}
+
+/// Re-exported so the CLI can report a missing installation plainly.
+pub use pg::PgError;

@@ -1,0 +1,89 @@
+//! `timelines-sync status`: job counts by workspace, kind and state, and the oldest queued job.
+
+use std::fmt::Write;
+
+use sqlx::PgPool;
+
+/// One row of `timelines.job_counts`.
+#[derive(Debug, sqlx::FromRow)]
+pub struct CountRow {
+    /// Workspace.
+    pub workspace: String,
+    /// Job kind.
+    pub kind: String,
+    /// State.
+    pub state: String,
+    /// How many.
+    pub jobs: i64,
+}
+
+/// The figures `status` prints.
+#[derive(Debug)]
+pub struct Report {
+    /// Counts by workspace, kind, state.
+    pub counts: Vec<CountRow>,
+    /// The oldest due queued job: id and age in seconds.
+    pub oldest_queued: Option<(i64, f64)>,
+}
+
+/// Reads the figures.
+pub async fn report(pool: &PgPool) -> sqlx::Result<Report> {
+    let counts = sqlx::query_as(
+        "SELECT workspace, kind, state, jobs FROM timelines.job_counts ORDER BY workspace, kind, state",
+    )
+    .fetch_all(pool)
+    .await?;
+    let oldest_queued = sqlx::query_as(
+        "SELECT id, extract(epoch FROM now() - run_at)::float8 FROM timelines.jobs
+          WHERE state IN ('queued', 'retrying') AND run_at <= now()
+          ORDER BY run_at, id LIMIT 1",
+    )
+    .fetch_optional(pool)
+    .await?;
+    Ok(Report { counts, oldest_queued })
+}
+
+impl Report {
+    /// The report as a text table.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if self.counts.is_empty() {
+            out.push_str("no jobs\n");
+        } else {
+            let w = self.counts.iter().map(|r| r.workspace.len()).max().unwrap_or(0).max(9);
+            let k = self.counts.iter().map(|r| r.kind.len()).max().unwrap_or(0).max(4);
+            let _ = writeln!(out, "{:<w$}  {:<k$}  {:<9}  {:>9}", "workspace", "kind", "state", "jobs");
+            for r in &self.counts {
+                let _ = writeln!(out, "{:<w$}  {:<k$}  {:<9}  {:>9}", r.workspace, r.kind, r.state, r.jobs);
+            }
+        }
+        match self.oldest_queued {
+            Some((id, age)) => {
+                let _ = writeln!(out, "oldest queued job: {} waiting for {}", id, human_age(age));
+            }
+            None => out.push_str("oldest queued job: none waiting\n"),
+        }
+        out
+    }
+}
+
+fn human_age(seconds: f64) -> String {
+    let s = seconds.max(0.0);
+    match s {
+        s if s < 60.0 => format!("{s:.1}s"),
+        s if s < 3600.0 => format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64),
+        s => format!("{}h{:02}m", (s / 3600.0) as u64, ((s % 3600.0) / 60.0) as u64),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_read_naturally() {
+        assert_eq!(human_age(4.25), "4.2s");
+        assert_eq!(human_age(125.0), "2m05s");
+        assert_eq!(human_age(7322.0), "2h02m");
+    }
+}
