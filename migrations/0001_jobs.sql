@@ -338,6 +338,7 @@ CREATE FUNCTION timelines.enqueue(
     max_attempts    integer DEFAULT NULL
 ) RETURNS bigint
 LANGUAGE plpgsql AS $$
+#variable_conflict use_column
 DECLARE
     job_id bigint;
 BEGIN

@@ -90,31 +90,28 @@ impl PgBinaries {
     /// the directories on `PATH`. The first one with `initdb`, `postgres` and `pg_ctl` wins.
     pub fn locate() -> Result<Self, PgError> {
         let mut candidates: Vec<PathBuf> = std::env::var_os("PG_BIN")
-            .filter(|d| !d.is_empty())
-            .map(PathBuf::from)
             .into_iter()
+            .map(Into::into)
             .collect();
-        if let Ok(out) = Command::new("pg_config")
+        let pg_config = Command::new("pg_config")
             .arg("--bindir")
             .stderr(Stdio::null())
-            .output()
+            .output();
+        if let Ok(out) = pg_config
             && out.status.success()
         {
             candidates.push(String::from_utf8_lossy(&out.stdout).trim().into());
         }
         candidates.extend(versioned_bin_dirs(Path::new("/usr/lib/postgresql")));
-        candidates.extend(std::env::split_paths(
-            &std::env::var_os("PATH").unwrap_or_default(),
-        ));
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        candidates.extend(std::env::split_paths(&path));
         let mut searched: Vec<PathBuf> = Vec::new();
         for dir in candidates {
             if dir.as_os_str().is_empty() || searched.contains(&dir) {
                 continue;
             }
-            if ["initdb", "postgres", "pg_ctl"]
-                .iter()
-                .all(|t| is_executable(&dir.join(t)))
-            {
+            let has = |tool: &str| is_executable(&dir.join(tool));
+            if has("initdb") && has("postgres") && has("pg_ctl") {
                 return Ok(Self { bin_dir: dir });
             }
             searched.push(dir);
@@ -162,6 +159,14 @@ struct RunAs {
     home: PathBuf,
 }
 
+fn user_env(cmd: &mut Command, user: &RunAs) {
+    let vars = [
+        ("HOME", user.home.as_os_str()),
+        ("USER", SUPERUSER.as_ref()),
+    ];
+    cmd.envs(vars).env("LOGNAME", SUPERUSER);
+}
+
 fn postgres_user() -> Result<RunAs, PgError> {
     let name = CString::new(SUPERUSER).expect("no NUL in a constant");
     // SAFETY: getpwnam_r writes only into `pwd` and `buf`, both owned and sized here.
@@ -169,13 +174,8 @@ fn postgres_user() -> Result<RunAs, PgError> {
         let mut pwd: libc::passwd = std::mem::zeroed();
         let mut buf = vec![0 as libc::c_char; 16 * 1024];
         let mut found = std::ptr::null_mut();
-        let rc = libc::getpwnam_r(
-            name.as_ptr(),
-            &mut pwd,
-            buf.as_mut_ptr(),
-            buf.len(),
-            &mut found,
-        );
+        let (name, len) = (name.as_ptr(), buf.len());
+        let rc = libc::getpwnam_r(name, &mut pwd, buf.as_mut_ptr(), len, &mut found);
         if rc != 0 || found.is_null() {
             return Err(PgError::Other(
                 "running as root, but there is no `postgres` system user to run PostgreSQL as \
@@ -220,13 +220,10 @@ fn ancestors_traversable(path: &Path, user: &RunAs) -> Result<bool, PgError> {
 /// FNV-1a: unlike `DefaultHasher` it is stable across Rust releases, and the fallback
 /// directory's name must not change between runs.
 fn short_hash(path: &Path) -> String {
-    let hash = path
-        .as_os_str()
-        .as_bytes()
-        .iter()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-        });
+    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    for b in path.as_os_str().as_bytes() {
+        hash = (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+    }
     format!("{:012x}", hash >> 16)
 }
 
@@ -236,6 +233,15 @@ fn random_alnum(len: usize) -> String {
         .take(len)
         .map(char::from)
         .collect()
+}
+
+/// Creates `path` (not its parents) owned by `user` with exactly `mode`, whatever the umask.
+fn make_dir(path: &Path, mode: u32, user: Option<&RunAs>) -> Result<(), PgError> {
+    DirBuilder::new()
+        .mode(mode)
+        .create(path)
+        .ctx("create", path)?;
+    give_to(path, user, Some(mode))
 }
 
 fn give_to(path: &Path, user: Option<&RunAs>, mode: Option<u32>) -> Result<(), PgError> {
@@ -302,15 +308,21 @@ fn log_tail(path: &Path, offset: u64) -> String {
     tail(&String::from_utf8_lossy(&bytes))
 }
 
-fn run(cmd: &mut Command, what: &str) -> Result<(), PgError> {
+/// Runs `cmd`; on failure the error carries its stderr and the server log since `log`'s offset.
+fn run(cmd: &mut Command, what: &str, log: Option<(&Path, u64)>) -> Result<(), PgError> {
     let out = cmd.output().ctx("run", Path::new(cmd.get_program()))?;
     if out.status.success() {
         return Ok(());
     }
+    let mut output = tail(&String::from_utf8_lossy(&out.stderr));
+    if let Some((path, offset)) = log {
+        output = format!("{output}\nserver log:\n{}", log_tail(path, offset));
+    }
+    let (command, status) = (what.to_owned(), out.status.to_string());
     Err(PgError::Command {
-        command: what.into(),
-        status: out.status.to_string(),
-        output: tail(&String::from_utf8_lossy(&out.stderr)),
+        command,
+        status,
+        output,
     })
 }
 
@@ -328,9 +340,14 @@ fn process_alive(pid: libc::pid_t) -> bool {
     // SAFETY: signal 0 only checks for existence/permission.
     let alive = unsafe { libc::kill(pid, 0) } == 0
         || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-    // A recycled pid now belonging to some other program means the server is gone.
-    alive
-        && fs::read_to_string(format!("/proc/{pid}/comm")).map_or(true, |c| c.trim() == "postgres")
+    // Neither a zombie (PID 1 in a container may never reap a killed server) nor a recycled
+    // pid now running some other program is a live server.
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let dead = match stat.rsplit_once(") ") {
+        Some((head, state)) => !head.ends_with("(postgres") || state.starts_with(['Z', 'X']),
+        None => false,
+    };
+    alive && !dead
 }
 
 fn sh_quote(s: &str) -> String {
@@ -363,11 +380,7 @@ fn percent_encode(s: &str) -> String {
 /// Serialises open/start/stop/spawn on one root across threads and processes.
 fn lock_root(root: &Path) -> Result<File, PgError> {
     let path = root.join(".pg.lock");
-    let f = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path);
+    let f = File::options().append(true).create(true).open(&path);
     let f = f.ctx("open", &path)?;
     f.lock().ctx("lock", &path)?;
     Ok(f)
@@ -390,11 +403,8 @@ fn choose_pgdata(root: &Path, run_as: Option<&RunAs>) -> Result<PathBuf, PgError
     let m = fs::symlink_metadata(&base).ctx("stat", &base)?;
     // SAFETY: geteuid has no preconditions.
     if !m.is_dir() || m.uid() != unsafe { libc::geteuid() } {
-        let msg = format!(
-            "{} exists but is not a directory owned by us",
-            base.display()
-        );
-        return Err(PgError::Other(msg));
+        let msg = "exists but is not a directory owned by us";
+        return Err(PgError::Other(format!("{} {msg}", base.display())));
     }
     give_to(&base, None, Some(0o755))?;
     let pgdata = base.join("pg");
@@ -475,7 +485,8 @@ impl Cluster {
     pub fn open(root: &Path, options: ClusterOptions) -> Result<Self, PgError> {
         let bins = PgBinaries::locate()?;
         // SAFETY: geteuid has no preconditions.
-        let run_as = if unsafe { libc::geteuid() } == 0 {
+        let is_root = unsafe { libc::geteuid() } == 0;
+        let run_as = if is_root {
             Some(postgres_user()?)
         } else {
             None
@@ -487,11 +498,12 @@ impl Cluster {
         let password_file = root.join("password");
         let (password, new_password) = load_or_create_password(&password_file)?;
         let pgdata = choose_pgdata(&root, run_as.as_ref())?;
+        let password = Secret(password);
         let cluster = Self {
             bins,
             root,
             pgdata,
-            password: Secret(password),
+            password,
             options,
             run_as,
         };
@@ -523,7 +535,8 @@ impl Cluster {
     }
 
     /// Start a detached server (`pg_ctl start`) on a free loopback port and return the port;
-    /// if one is already running on this PGDATA, return its port without starting anything.
+    /// if one is already running on this PGDATA, return its port without starting anything
+    /// (fails if that server is still starting up or shutting down).
     pub fn start(&self) -> Result<u16, PgError> {
         let _lock = lock_root(&self.root)?;
         match self.pid_state()? {
@@ -539,31 +552,15 @@ impl Cluster {
             let (port, offset) = (free_port()?, file_len(&log));
             let opts: Vec<String> = self.server_args(port).iter().map(|a| sh_quote(a)).collect();
             let mut cmd = self.command("pg_ctl");
-            cmd.args(["start", "-w", "-t", "60", "-D"])
-                .arg(&self.pgdata)
-                .arg("-l")
-                .arg(&log);
-            match run(cmd.arg("-o").arg(opts.join(" ")), "pg_ctl start") {
+            cmd.args("start -w -t 60 -l".split(' ')).arg(&log);
+            cmd.arg("-D").arg(&self.pgdata);
+            cmd.arg("-o").arg(opts.join(" "));
+            match run(&mut cmd, "pg_ctl start", Some((&log, offset))) {
                 Ok(()) => {
                     tracing::info!(pgdata = %self.pgdata.display(), port, "started PostgreSQL");
                     return Ok(port);
                 }
-                Err(PgError::Command {
-                    command,
-                    status,
-                    output,
-                }) => {
-                    let server_log = log_tail(&log, offset);
-                    if port_taken(&server_log) && attempt < PORT_ATTEMPTS {
-                        continue;
-                    }
-                    let output = format!("{output}\nserver log:\n{server_log}");
-                    return Err(PgError::Command {
-                        command,
-                        status,
-                        output,
-                    });
-                }
+                Err(e) if attempt < PORT_ATTEMPTS && port_taken(&e.to_string()) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -578,9 +575,9 @@ impl Cluster {
             PidState::NotReady | PidState::Ready { .. } => {}
         }
         let mut cmd = self.command("pg_ctl");
-        cmd.args(["stop", "-m", "fast", "-w", "-t", "60", "-D"])
+        cmd.args("stop -m fast -w -t 60 -D".split(' '))
             .arg(&self.pgdata);
-        match run(&mut cmd, "pg_ctl stop") {
+        match run(&mut cmd, "pg_ctl stop", None) {
             Ok(()) => Ok(true),
             // It went away between our check and pg_ctl's.
             Err(_) if matches!(self.pid_state()?, PidState::Absent) => Ok(false),
@@ -590,6 +587,7 @@ impl Cluster {
 
     /// Start `postgres` as a child of this process that is SIGKILLed when this process dies
     /// (even by SIGKILL), and wait until it accepts connections. For tests and benchmarks.
+    /// Fails if a server is already running on this PGDATA.
     pub fn spawn_child(&self) -> Result<ChildServer, PgError> {
         let _lock = lock_root(&self.root)?;
         match self.pid_state()? {
@@ -602,21 +600,19 @@ impl Cluster {
         loop {
             attempt += 1;
             let (port, offset) = (free_port()?, file_len(&log));
-            let mut server = ChildServer {
-                child: self.spawn_postgres(port, &log)?,
-                port,
-            };
+            let child = self.spawn_postgres(port, &log)?;
+            let mut server = ChildServer { child, port };
             let pid = server.child.id() as libc::pid_t;
             let deadline = Instant::now() + Duration::from_secs(30);
             loop {
                 if let Some(status) = server.child.try_wait().ctx("wait for", &self.pgdata)? {
-                    let output = log_tail(&log, offset);
+                    let output = format!("server log:\n{}", log_tail(&log, offset));
                     if port_taken(&output) && attempt < PORT_ATTEMPTS {
                         break;
                     }
-                    let status = status.to_string();
+                    let (command, status) = ("postgres".to_owned(), status.to_string());
                     return Err(PgError::Command {
-                        command: "postgres".into(),
+                        command,
                         status,
                         output,
                     });
@@ -656,9 +652,7 @@ impl Cluster {
         cmd.current_dir("/").stdin(Stdio::null());
         if let Some(u) = &self.run_as {
             cmd.uid(u.uid).gid(u.gid);
-            cmd.env("HOME", &u.home)
-                .env("USER", SUPERUSER)
-                .env("LOGNAME", SUPERUSER);
+            user_env(&mut cmd, u);
         }
         cmd
     }
@@ -702,25 +696,15 @@ impl Cluster {
             {
                 return Err(e).ctx("remove", &staging);
             }
-            DirBuilder::new()
-                .mode(0o700)
-                .create(&staging)
-                .ctx("create", &staging)?;
-            give_to(&staging, self.run_as.as_ref(), Some(0o700))?;
+            make_dir(&staging, 0o700, self.run_as.as_ref())?;
             let mut cmd = self.command("initdb");
-            cmd.arg("-D").arg(&staging).args([
-                "-U",
-                SUPERUSER,
-                "--auth=scram-sha-256",
-                "-E",
-                "UTF8",
-            ]);
-            cmd.arg(format!("--pwfile={}", pwfile.0.display()))
-                .arg(format!("--locale={locale}"));
+            cmd.args("-U postgres --auth=scram-sha-256 -E UTF8 -D".split(' '));
+            cmd.arg(&staging).arg(format!("--locale={locale}"));
+            cmd.arg(format!("--pwfile={}", pwfile.0.display()));
             if !self.options.durable {
                 cmd.arg("--no-sync");
             }
-            match run(&mut cmd, "initdb") {
+            match run(&mut cmd, "initdb", None) {
                 Ok(()) => return fs::rename(&staging, &self.pgdata).ctx("create", &self.pgdata),
                 Err(PgError::Command { output, .. })
                     if locale != "C" && output.contains("locale") =>
@@ -744,22 +728,18 @@ impl Cluster {
         };
         let lines: Vec<&str> = text.lines().map(str::trim).collect();
         // An unparsable pid means the server is still writing the file.
-        let Some(pid) = lines
-            .first()
-            .and_then(|l| l.parse().ok())
-            .filter(|p| *p > 0)
-        else {
+        let pid = lines.first().and_then(|l| l.parse().ok());
+        let Some(pid) = pid.filter(|p| *p > 0) else {
             return Ok(PidState::NotReady);
         };
         if !process_alive(pid) {
             return Ok(PidState::Stale);
         }
-        Ok(
-            match (lines.get(3).and_then(|l| l.parse().ok()), lines.get(7)) {
-                (Some(port), Some(&"ready")) => PidState::Ready { pid, port },
-                _ => PidState::NotReady,
-            },
-        )
+        let port = lines.get(3).and_then(|l| l.parse().ok());
+        Ok(match (port, lines.get(7)) {
+            (Some(port), Some(&"ready")) => PidState::Ready { pid, port },
+            _ => PidState::NotReady,
+        })
     }
 
     fn clear_stale(&self) -> Result<(), PgError> {
@@ -772,24 +752,17 @@ impl Cluster {
     }
 
     fn spawn_postgres(&self, port: u16, log: &Path) -> Result<Child, PgError> {
-        let out = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .ctx("open", log)?;
+        let out = File::options().create(true).append(true).open(log);
+        let out = out.ctx("open", log)?;
         // A later `pg_ctl start -l` running as postgres must be able to append to it.
         give_to(log, self.run_as.as_ref(), None)?;
         let err = out.try_clone().ctx("open", log)?;
         let mut cmd = Command::new(self.bins.bin_dir.join("postgres"));
         cmd.arg("-D").arg(&self.pgdata).args(self.server_args(port));
-        cmd.current_dir("/")
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err);
+        cmd.current_dir("/").stdin(Stdio::null());
+        cmd.stdout(out).stderr(err);
         let ids = self.run_as.as_ref().map(|u| {
-            cmd.env("HOME", &u.home)
-                .env("USER", SUPERUSER)
-                .env("LOGNAME", SUPERUSER);
+            user_env(&mut cmd, u);
             (u.uid, u.gid)
         });
         let parent = std::process::id() as libc::pid_t;
@@ -858,7 +831,7 @@ impl ChildServer {
         }
         tracing::warn!(
             port = self.port,
-            "postgres did not shut down within 10 s; killing it"
+            "postgres ignored SIGINT for 10 s; killing it"
         );
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -893,12 +866,8 @@ impl Drop for TempRoot {
 /// user can traverse it when we are root), for tests and benchmarks.
 pub fn throwaway(options: ClusterOptions) -> Result<(TempRoot, Cluster), PgError> {
     let path = std::env::temp_dir().join(format!("timelines-sync-test-{}", random_alnum(10)));
-    DirBuilder::new()
-        .mode(0o755)
-        .create(&path)
-        .ctx("create", &path)?;
+    make_dir(&path, 0o755, None)?;
     let root = TempRoot(path);
-    give_to(root.path(), None, Some(0o755))?;
     let cluster = Cluster::open(root.path(), options)?;
     Ok((root, cluster))
 }

@@ -1,0 +1,8 @@
+//! The integration tests: one binary, one private Postgres cluster, a fresh database per test.
+
+mod cli;
+mod helpers;
+mod maintenance;
+mod queue;
+mod shutdown;
+mod sql_api;
