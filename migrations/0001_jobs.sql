@@ -371,17 +371,15 @@ $$;
 -- Re-queue a failed or cancelled job with a fresh set of attempts.
 CREATE FUNCTION timelines.retry(job_id bigint) RETURNS boolean
 LANGUAGE plpgsql AS $$
-DECLARE
-    found boolean;
 BEGIN
     UPDATE timelines.jobs
        SET state = 'queued', run_at = now(), attempts = 0, finished_at = NULL, result = NULL
      WHERE id = job_id AND state IN ('failed', 'cancelled');
-    found := FOUND;
-    IF found THEN
+    IF FOUND THEN
         PERFORM pg_notify('timelines_jobs', '');
+        RETURN true;
     END IF;
-    RETURN found;
+    RETURN false;
 END $$;
 
 -- ---------------------------------------------------------------------------------------------

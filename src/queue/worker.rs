@@ -25,6 +25,7 @@ use sqlx::postgres::PgListener;
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::Instrument;
 
 use super::backoff::Backoff;
@@ -147,21 +148,23 @@ impl<H: Handler> Worker<H> {
         let background = CancellationToken::new();
         let (tx, rx) = mpsc::channel::<q::Finished>(self.config.concurrency * 2 + 1024);
 
-        let listener = tokio::spawn(listen(self.pool.clone(), wake.clone(), background.clone()));
-        let heartbeat = tokio::spawn(heartbeat(
+        // Abort-on-drop: if this future is dropped (its task aborted), the helpers stop with it
+        // instead of renewing leases of jobs nobody runs any more.
+        let listener = AbortOnDropHandle::new(tokio::spawn(listen(self.pool.clone(), wake.clone(), background.clone())));
+        let heartbeat = AbortOnDropHandle::new(tokio::spawn(heartbeat(
             self.pool.clone(),
             self.config.clone(),
             inflight.clone(),
             background.clone(),
-        ));
-        let completer = tokio::spawn(complete(
+        )));
+        let completer = AbortOnDropHandle::new(tokio::spawn(complete(
             self.pool.clone(),
             self.config.clone(),
             rx,
             inflight.clone(),
             self.stats.clone(),
             wake.clone(),
-        ));
+        )));
         tracing::info!(worker = %self.config.id, concurrency = self.config.concurrency, ?kinds, "worker started");
 
         let mut tasks = self.produce(&shutdown, &kinds, &inflight, &wake, tx).await;
