@@ -67,19 +67,28 @@ async fn queue(params: QueueBench) -> anyhow::Result<()> {
     };
     let pool = db::connect(&url, 40).await?;
     db::migrate(&pool).await?;
-    let settings: (String, String) = sqlx::query_as(
-        "SELECT current_setting('fsync'), current_setting('synchronous_commit')",
-    )
-    .fetch_one(&pool)
-    .await?;
-    println!("queue benchmark: fsync={}, synchronous_commit={}, {} cores", settings.0, settings.1,
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let settings: (String, String) =
+        sqlx::query_as("SELECT current_setting('fsync'), current_setting('synchronous_commit')")
+            .fetch_one(&pool)
+            .await?;
+    println!(
+        "queue benchmark: fsync={}, synchronous_commit={}, {} cores",
+        settings.0,
+        settings.1,
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
 
     for &n in &params.jobs {
         reset(&pool).await?;
         let t = Instant::now();
         q::enqueue_noops(&pool, n, q::noop_payload()).await?;
-        report(&format!("enqueue {n}: one INSERT ... SELECT"), n, t.elapsed());
+        report(
+            &format!("enqueue {n}: one INSERT ... SELECT"),
+            n,
+            t.elapsed(),
+        );
 
         let batched = WorkerConfig {
             concurrency: 1000,
@@ -88,16 +97,32 @@ async fn queue(params: QueueBench) -> anyhow::Result<()> {
             ..bench_worker_config()
         };
         let elapsed = drain(&pool, n, vec![batched]).await?;
-        report(&format!("claim+complete {n}: batched (1 worker, batches of 1000)"), n, elapsed);
+        report(
+            &format!("claim+complete {n}: batched (1 worker, batches of 1000)"),
+            n,
+            elapsed,
+        );
 
         reset(&pool).await?;
         let elapsed = enqueue_one_by_one(&pool, n, 16).await?;
-        report(&format!("enqueue {n}: one timelines.enqueue() call per job, 16 connections"), n, elapsed);
+        report(
+            &format!("enqueue {n}: one timelines.enqueue() call per job, 16 connections"),
+            n,
+            elapsed,
+        );
 
-        let single = WorkerConfig { concurrency: 4, claim_batch_size: 1, completion_batch_size: 1, ..bench_worker_config() };
+        let single = WorkerConfig {
+            concurrency: 4,
+            claim_batch_size: 1,
+            completion_batch_size: 1,
+            ..bench_worker_config()
+        };
         let elapsed = drain(&pool, n, vec![single; params.single_workers]).await?;
         report(
-            &format!("claim+complete {n}: one job per claim and per completion ({} workers)", params.single_workers),
+            &format!(
+                "claim+complete {n}: one job per claim and per completion ({} workers)",
+                params.single_workers
+            ),
             n,
             elapsed,
         );
@@ -106,7 +131,9 @@ async fn queue(params: QueueBench) -> anyhow::Result<()> {
     for &depth in &params.depths {
         reset(&pool).await?;
         q::enqueue_noops(&pool, depth, q::noop_payload()).await?;
-        sqlx::query("VACUUM ANALYZE timelines.jobs").execute(&pool).await?;
+        sqlx::query("VACUUM ANALYZE timelines.jobs")
+            .execute(&pool)
+            .await?;
         let (p50, p99) = claim_latency(&pool, params.samples).await?;
         println!(
             "claim latency with {depth:>9} queued: p50 {:>7.3} ms  p99 {:>7.3} ms  ({} claims of one job)",
@@ -122,11 +149,18 @@ async fn queue(params: QueueBench) -> anyhow::Result<()> {
 }
 
 fn bench_worker_config() -> WorkerConfig {
-    WorkerConfig { poll_interval: Duration::from_millis(50), ..WorkerConfig::default() }
+    WorkerConfig {
+        poll_interval: Duration::from_millis(50),
+        ..WorkerConfig::default()
+    }
 }
 
 fn report(what: &str, n: i64, elapsed: Duration) {
-    println!("{what:<78} {:>10.0} jobs/s  ({:.2} s)", n as f64 / elapsed.as_secs_f64(), elapsed.as_secs_f64());
+    println!(
+        "{what:<78} {:>10.0} jobs/s  ({:.2} s)",
+        n as f64 / elapsed.as_secs_f64(),
+        elapsed.as_secs_f64()
+    );
 }
 
 async fn reset(pool: &PgPool) -> anyhow::Result<()> {
@@ -141,12 +175,22 @@ async fn drain(pool: &PgPool, n: i64, configs: Vec<WorkerConfig>) -> anyhow::Res
     let mut stats = Vec::new();
     let mut handles = Vec::new();
     for config in configs {
-        let worker = Worker::new(pool.clone(), WorkerConfig { id: crate::queue::new_worker_id(), ..config }, Arc::new(NoopHandler));
+        let worker = Worker::new(
+            pool.clone(),
+            WorkerConfig {
+                id: crate::queue::new_worker_id(),
+                ..config
+            },
+            Arc::new(NoopHandler),
+        );
         stats.push(worker.stats());
         handles.push(tokio::spawn(worker.run(shutdown.clone())));
     }
     loop {
-        let done: u64 = stats.iter().map(|s| s.completed.load(Ordering::Relaxed)).sum();
+        let done: u64 = stats
+            .iter()
+            .map(|s| s.completed.load(Ordering::Relaxed))
+            .sum();
         if done >= n as u64 {
             break;
         }
@@ -157,10 +201,14 @@ async fn drain(pool: &PgPool, n: i64, configs: Vec<WorkerConfig>) -> anyhow::Res
     for handle in handles {
         handle.await??;
     }
-    let succeeded: i64 = sqlx::query_scalar("SELECT count(*) FROM timelines.jobs WHERE state = 'succeeded'")
-        .fetch_one(pool)
-        .await?;
-    anyhow::ensure!(succeeded == n, "expected {n} succeeded jobs, found {succeeded}");
+    let succeeded: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM timelines.jobs WHERE state = 'succeeded'")
+            .fetch_one(pool)
+            .await?;
+    anyhow::ensure!(
+        succeeded == n,
+        "expected {n} succeeded jobs, found {succeeded}"
+    );
     Ok(elapsed)
 }
 
@@ -193,9 +241,19 @@ async fn claim_latency(pool: &PgPool, samples: usize) -> anyhow::Result<(Duratio
         let t = Instant::now();
         let jobs = q::claim(pool, worker, 1, Duration::from_secs(30), &kinds).await?;
         times.push(t.elapsed());
-        let job = jobs.first().context("the queue ran dry while measuring claim latency")?;
-        q::complete(pool, worker, &[q::Finished { id: job.id, attempt: job.attempts, completion: q::Completion::Succeeded(None) }])
-            .await?;
+        let job = jobs
+            .first()
+            .context("the queue ran dry while measuring claim latency")?;
+        q::complete(
+            pool,
+            worker,
+            &[q::Finished {
+                id: job.id,
+                attempt: job.attempts,
+                completion: q::Completion::Succeeded(None),
+            }],
+        )
+        .await?;
     }
     times.sort();
     let at = |p: f64| times[((times.len() as f64 - 1.0) * p).round() as usize];
@@ -212,13 +270,24 @@ struct Throwaway {
 impl Throwaway {
     async fn start() -> anyhow::Result<Self> {
         tokio::task::spawn_blocking(|| {
-            let root = std::env::temp_dir().join(format!("timelines-sync-bench-{}", std::process::id()));
+            let root =
+                std::env::temp_dir().join(format!("timelines-sync-bench-{}", std::process::id()));
             std::fs::create_dir_all(&root)?;
             let settings = vec![("max_connections".to_owned(), "300".to_owned())];
-            let cluster = Cluster::open(&root, ClusterOptions { durable: true, settings })?;
+            let cluster = Cluster::open(
+                &root,
+                ClusterOptions {
+                    durable: true,
+                    settings,
+                },
+            )?;
             let server = cluster.spawn_child()?;
             let url = cluster.url(server.port(), "postgres");
-            Ok(Self { root, url, _server: server })
+            Ok(Self {
+                root,
+                url,
+                _server: server,
+            })
         })
         .await?
     }

@@ -101,7 +101,9 @@ async fn close(pool: sqlx::PgPool, embedded: Option<startup::Embedded>) -> anyho
 
 async fn db_command(settings: &Settings, action: DbAction) -> anyhow::Result<()> {
     if settings.database.url.is_some() {
-        anyhow::bail!("a database URL is configured (DATABASE_URL or [database].url): the embedded cluster is not used");
+        anyhow::bail!(
+            "a database URL is configured (DATABASE_URL or [database].url): the embedded cluster is not used"
+        );
     }
     let data_dir = settings.database.data_dir.clone();
     match action {
@@ -112,14 +114,24 @@ async fn db_command(settings: &Settings, action: DbAction) -> anyhow::Result<()>
             db::sync_workspaces(&pool, settings).await?;
             pool.close().await;
             drop(embedded); // leave it running
-            println!("embedded Postgres is running; connect with:\n{}", url.expose());
+            println!(
+                "embedded Postgres is running; connect with:\n{}",
+                url.expose()
+            );
         }
         DbAction::Stop => {
             let stopped = tokio::task::spawn_blocking(move || -> anyhow::Result<bool> {
                 Ok(startup::open_cluster(&data_dir)?.stop()?)
             })
             .await??;
-            println!("{}", if stopped { "embedded Postgres stopped" } else { "embedded Postgres was not running" });
+            println!(
+                "{}",
+                if stopped {
+                    "embedded Postgres stopped"
+                } else {
+                    "embedded Postgres was not running"
+                }
+            );
         }
         DbAction::Url => {
             let (cluster, port) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
@@ -130,7 +142,9 @@ async fn db_command(settings: &Settings, action: DbAction) -> anyhow::Result<()>
             .await??;
             match port {
                 Some(port) => println!("{}", cluster.url(port, "postgres")),
-                None => anyhow::bail!("the embedded cluster is not running: start it with `timelines-sync db start`"),
+                None => anyhow::bail!(
+                    "the embedded cluster is not running: start it with `timelines-sync db start`"
+                ),
             }
         }
     }

@@ -48,7 +48,10 @@ pub enum ConfigError {
 }
 
 fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { key: key.into(), reason: reason.into() }
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
 }
 
 /// A secret string (API token, database password). Never printed: `Debug` and `Display` redact it.
@@ -99,7 +102,10 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             database: DatabaseSettings::default(),
-            workspaces: BTreeMap::from([(DEFAULT_WORKSPACE.to_owned(), WorkspaceSettings::default())]),
+            workspaces: BTreeMap::from([(
+                DEFAULT_WORKSPACE.to_owned(),
+                WorkspaceSettings::default(),
+            )]),
             dispatcher: DispatcherSettings::default(),
             maintenance: MaintenanceSettings::default(),
             log: LogSettings::default(),
@@ -121,7 +127,11 @@ pub struct DatabaseSettings {
 
 impl Default for DatabaseSettings {
     fn default() -> Self {
-        Self { url: None, data_dir: PathBuf::from(".data"), max_connections: 10 }
+        Self {
+            url: None,
+            data_dir: PathBuf::from(".data"),
+            max_connections: 10,
+        }
     }
 }
 
@@ -156,9 +166,12 @@ impl Default for WorkspaceSettings {
 impl WorkspaceSettings {
     /// The token, from `token` or the variable `token_env` names (validated at load time).
     pub fn resolved_token(&self) -> Option<Secret> {
-        self.token
-            .clone()
-            .or_else(|| self.token_env.as_ref().and_then(|name| std::env::var(name).ok()).map(Secret))
+        self.token.clone().or_else(|| {
+            self.token_env
+                .as_ref()
+                .and_then(|name| std::env::var(name).ok())
+                .map(Secret)
+        })
     }
 }
 
@@ -242,7 +255,9 @@ pub struct LogSettings {
 
 impl Default for LogSettings {
     fn default() -> Self {
-        Self { format: LogFormat::Text }
+        Self {
+            format: LogFormat::Text,
+        }
     }
 }
 
@@ -299,8 +314,10 @@ impl Settings {
             .or_else(|| Some(PathBuf::from(DEFAULT_CONFIG_PATH)).filter(|p| p.exists()));
         let (mut settings, source) = match path {
             Some(path) => {
-                let text = std::fs::read_to_string(&path)
-                    .map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+                let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
                 (Self::parse(&text, &path)?, Source::File(path))
             }
             None => (Self::default(), Source::Defaults),
@@ -312,9 +329,14 @@ impl Settings {
 
     /// Parses TOML text (no environment, no validation).
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let mut settings: Settings = toml::from_str(text)
-            .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
-        settings.workspaces.entry(DEFAULT_WORKSPACE.to_owned()).or_default();
+        let mut settings: Settings = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        settings
+            .workspaces
+            .entry(DEFAULT_WORKSPACE.to_owned())
+            .or_default();
         Ok(settings)
     }
 
@@ -322,7 +344,10 @@ impl Settings {
         if let Some(url) = env.var("DATABASE_URL") {
             self.database.url = Some(Secret(url));
         }
-        let default = self.workspaces.entry(DEFAULT_WORKSPACE.to_owned()).or_default();
+        let default = self
+            .workspaces
+            .entry(DEFAULT_WORKSPACE.to_owned())
+            .or_default();
         if let Some(url) = env.var("TIMELINES_API_URL") {
             default.api_url = url;
         }
@@ -338,43 +363,103 @@ impl Settings {
             let url = url.expose();
             if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
                 // The URL may hold a password: name the key, never echo the value.
-                return Err(invalid("database.url", "must start with postgres:// or postgresql://"));
+                return Err(invalid(
+                    "database.url",
+                    "must start with postgres:// or postgresql://",
+                ));
             }
         }
         if self.database.data_dir.as_os_str().is_empty() {
             return Err(invalid("database.data_dir", "must not be empty"));
         }
-        check_range("database.max_connections", self.database.max_connections.into(), 2, 1000)?;
+        check_range(
+            "database.max_connections",
+            self.database.max_connections.into(),
+            2,
+            1000,
+        )?;
         for (name, ws) in &self.workspaces {
             validate_workspace(name, ws, env)?;
         }
         let d = &self.dispatcher;
         check_range("dispatcher.concurrency", d.concurrency as u64, 1, 10_000)?;
-        check_range("dispatcher.claim_batch_size", d.claim_batch_size as u64, 1, 10_000)?;
-        check_range("dispatcher.poll_interval_ms", d.poll_interval_ms, 10, 600_000)?;
+        check_range(
+            "dispatcher.claim_batch_size",
+            d.claim_batch_size as u64,
+            1,
+            10_000,
+        )?;
+        check_range(
+            "dispatcher.poll_interval_ms",
+            d.poll_interval_ms,
+            10,
+            600_000,
+        )?;
         check_range("dispatcher.lease_seconds", d.lease_seconds, 3, 3600)?;
-        check_range("dispatcher.job_timeout_seconds", d.job_timeout_seconds, 1, 86_400)?;
-        check_range("dispatcher.shutdown_grace_seconds", d.shutdown_grace_seconds, 0, 3600)?;
+        check_range(
+            "dispatcher.job_timeout_seconds",
+            d.job_timeout_seconds,
+            1,
+            86_400,
+        )?;
+        check_range(
+            "dispatcher.shutdown_grace_seconds",
+            d.shutdown_grace_seconds,
+            0,
+            3600,
+        )?;
         if !(d.retry_base_seconds > 0.0 && d.retry_base_seconds.is_finite()) {
-            return Err(invalid("dispatcher.retry_base_seconds", "must be a positive number of seconds"));
+            return Err(invalid(
+                "dispatcher.retry_base_seconds",
+                "must be a positive number of seconds",
+            ));
         }
         if !(d.retry_max_seconds >= d.retry_base_seconds && d.retry_max_seconds.is_finite()) {
-            return Err(invalid("dispatcher.retry_max_seconds", "must be at least retry_base_seconds"));
+            return Err(invalid(
+                "dispatcher.retry_max_seconds",
+                "must be at least retry_base_seconds",
+            ));
         }
         let m = &self.maintenance;
-        check_range("maintenance.rescue_interval_seconds", m.rescue_interval_seconds, 1, 3600)?;
-        check_range("maintenance.retention_hours", m.retention_hours, 1, 24 * 3650)?;
-        check_range("maintenance.prune_interval_seconds", m.prune_interval_seconds, 1, 86_400)?;
-        check_range("maintenance.prune_batch_size", m.prune_batch_size.max(0) as u64, 1, 1_000_000)?;
+        check_range(
+            "maintenance.rescue_interval_seconds",
+            m.rescue_interval_seconds,
+            1,
+            3600,
+        )?;
+        check_range(
+            "maintenance.retention_hours",
+            m.retention_hours,
+            1,
+            24 * 3650,
+        )?;
+        check_range(
+            "maintenance.prune_interval_seconds",
+            m.prune_interval_seconds,
+            1,
+            86_400,
+        )?;
+        check_range(
+            "maintenance.prune_batch_size",
+            m.prune_batch_size.max(0) as u64,
+            1,
+            1_000_000,
+        )?;
         Ok(())
     }
 }
 
-fn validate_workspace(name: &str, ws: &WorkspaceSettings, env: &dyn Env) -> Result<(), ConfigError> {
+fn validate_workspace(
+    name: &str,
+    ws: &WorkspaceSettings,
+    env: &dyn Env,
+) -> Result<(), ConfigError> {
     let key = |field: &str| format!("workspaces.{name}.{field}");
     let valid_name = !name.is_empty()
         && name.len() <= 64
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     if !valid_name {
         return Err(invalid(
             format!("workspaces.{name}"),
@@ -383,31 +468,57 @@ fn validate_workspace(name: &str, ws: &WorkspaceSettings, env: &dyn Env) -> Resu
     }
     let url = ws.api_url.as_str();
     if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() < 10 {
-        return Err(invalid(key("api_url"), format!("must be an http(s) URL, got {url:?}")));
+        return Err(invalid(
+            key("api_url"),
+            format!("must be an http(s) URL, got {url:?}"),
+        ));
     }
     if url.ends_with('/') {
         // The API answers an HTML 404 for paths with a trailing slash.
         return Err(invalid(key("api_url"), "must not end with '/'"));
     }
     if ws.token.is_some() && ws.token_env.is_some() {
-        return Err(invalid(key("token_env"), "set either token or token_env, not both"));
+        return Err(invalid(
+            key("token_env"),
+            "set either token or token_env, not both",
+        ));
     }
     if let Some(var) = &ws.token_env
         && env.var(var).is_none()
     {
-        return Err(invalid(key("token_env"), format!("environment variable {var} is not set")));
+        return Err(invalid(
+            key("token_env"),
+            format!("environment variable {var} is not set"),
+        ));
     }
-    if ws.token.as_ref().is_some_and(|t| t.expose().trim().is_empty()) {
+    if ws
+        .token
+        .as_ref()
+        .is_some_and(|t| t.expose().trim().is_empty())
+    {
         return Err(invalid(key("token"), "must not be empty"));
     }
-    check_range(&key("rate_limit_per_minute"), ws.rate_limit_per_minute.into(), 1, 100_000)?;
-    check_range(&key("monthly_api_calls"), ws.monthly_api_calls.into(), 1, 1_000_000_000)?;
+    check_range(
+        &key("rate_limit_per_minute"),
+        ws.rate_limit_per_minute.into(),
+        1,
+        100_000,
+    )?;
+    check_range(
+        &key("monthly_api_calls"),
+        ws.monthly_api_calls.into(),
+        1,
+        1_000_000_000,
+    )?;
     Ok(())
 }
 
 fn check_range(key: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
     if value < min || value > max {
-        return Err(invalid(key, format!("must be between {min} and {max}, got {value}")));
+        return Err(invalid(
+            key,
+            format!("must be between {min} and {max}, got {value}"),
+        ));
     }
     Ok(())
 }
@@ -458,14 +569,21 @@ mod tests {
 
     #[test]
     fn a_wrong_type_names_the_key() {
-        let err = load_text("[workspaces.default]\nrate_limit_per_minute = \"fast\"\n", &env(&[]))
-            .unwrap_err();
+        let err = load_text(
+            "[workspaces.default]\nrate_limit_per_minute = \"fast\"\n",
+            &env(&[]),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("rate_limit_per_minute"), "{err}");
     }
 
     #[test]
     fn an_out_of_range_value_names_the_key_and_reason() {
-        let err = load_text("[workspaces.default]\nrate_limit_per_minute = 0\n", &env(&[])).unwrap_err();
+        let err = load_text(
+            "[workspaces.default]\nrate_limit_per_minute = 0\n",
+            &env(&[]),
+        )
+        .unwrap_err();
         assert_eq!(
             err.to_string(),
             "config key `workspaces.default.rate_limit_per_minute`: must be between 1 and 100000, got 0"
@@ -475,7 +593,10 @@ mod tests {
     #[test]
     fn a_missing_token_env_variable_is_reported() {
         let err = load_text("[workspaces.sales]\ntoken_env = \"NOPE\"\n", &env(&[])).unwrap_err();
-        assert!(err.to_string().contains("workspaces.sales.token_env"), "{err}");
+        assert!(
+            err.to_string().contains("workspaces.sales.token_env"),
+            "{err}"
+        );
         assert!(err.to_string().contains("NOPE is not set"), "{err}");
     }
 
@@ -487,7 +608,10 @@ mod tests {
             ("TIMELINES_API_TOKEN", "sekret-token"),
         ]);
         let s = load_text("[workspaces.default]\ntoken = \"file-token\"\n", &e).unwrap();
-        assert_eq!(s.database.url.as_ref().unwrap().expose(), "postgres://u:p@h/db");
+        assert_eq!(
+            s.database.url.as_ref().unwrap().expose(),
+            "postgres://u:p@h/db"
+        );
         let ws = &s.workspaces[DEFAULT_WORKSPACE];
         assert_eq!(ws.api_url, "http://127.0.0.1:9999");
         assert_eq!(ws.resolved_token().unwrap().expose(), "sekret-token");
@@ -498,15 +622,21 @@ mod tests {
         let e = env(&[("TIMELINES_API_TOKEN", "sekret-token")]);
         let s = load_text("[database]\nurl = \"postgres://u:hunter2@h/db\"\n", &e).unwrap();
         let dump = format!("{s:?}");
-        assert!(!dump.contains("sekret-token") && !dump.contains("hunter2"), "{dump}");
+        assert!(
+            !dump.contains("sekret-token") && !dump.contains("hunter2"),
+            "{dump}"
+        );
         let err = load_text("[database]\nurl = \"mysql://u:hunter2@h/db\"\n", &e).unwrap_err();
         assert!(!err.to_string().contains("hunter2"), "{err}");
     }
 
     #[test]
     fn a_trailing_slash_on_the_api_url_is_rejected() {
-        let err = load_text("[workspaces.default]\napi_url = \"https://x.example/api/\"\n", &env(&[]))
-            .unwrap_err();
+        let err = load_text(
+            "[workspaces.default]\napi_url = \"https://x.example/api/\"\n",
+            &env(&[]),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("api_url"), "{err}");
     }
 }

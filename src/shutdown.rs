@@ -48,7 +48,10 @@ impl Shutdown {
         let this = self.clone();
         tokio::spawn(async move {
             wait_for_signal().await;
-            tracing::info!(grace_seconds = grace.as_secs(), "shutdown requested: no new jobs are claimed");
+            tracing::info!(
+                grace_seconds = grace.as_secs(),
+                "shutdown requested: no new jobs are claimed"
+            );
             this.begin();
             tokio::select! {
                 _ = tokio::time::sleep(grace) => {}
@@ -61,7 +64,8 @@ impl Shutdown {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler cannot fail");
+    let mut term =
+        signal(SignalKind::terminate()).expect("installing a SIGTERM handler cannot fail");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}

@@ -37,7 +37,13 @@ impl Embedded {
                 "using the embedded Postgres cluster"
             );
             let url = Secret::new(cluster.url(port, "postgres"));
-            Ok((Self { cluster, started_here }, url))
+            Ok((
+                Self {
+                    cluster,
+                    started_here,
+                },
+                url,
+            ))
         })
         .await?
     }
@@ -55,7 +61,13 @@ impl Embedded {
 
 /// Opens the embedded cluster under `data_dir` (running `initdb` the first time).
 pub fn open_cluster(data_dir: &std::path::Path) -> anyhow::Result<Cluster> {
-    let cluster = Cluster::open(data_dir, ClusterOptions { durable: true, settings: Vec::new() })?;
+    let cluster = Cluster::open(
+        data_dir,
+        ClusterOptions {
+            durable: true,
+            settings: Vec::new(),
+        },
+    )?;
     Ok(cluster)
 }
 
@@ -81,7 +93,10 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
     let result = run_on(pool.clone(), &settings, shutdown).await;
     pool.close().await;
     if let Some(embedded) = embedded {
-        embedded.stop().await.context("failed to stop the embedded Postgres cluster")?;
+        embedded
+            .stop()
+            .await
+            .context("failed to stop the embedded Postgres cluster")?;
     }
     result
 }
@@ -91,7 +106,10 @@ pub async fn run_on(pool: PgPool, settings: &Settings, shutdown: Shutdown) -> an
     let m = &settings.maintenance;
     let rescuer = Rescuer::new(
         pool.clone(),
-        RescuerConfig { interval: Duration::from_secs(m.rescue_interval_seconds), ..RescuerConfig::default() },
+        RescuerConfig {
+            interval: Duration::from_secs(m.rescue_interval_seconds),
+            ..RescuerConfig::default()
+        },
     );
     let pruner = Pruner::new(
         pool.clone(),
@@ -105,7 +123,11 @@ pub async fn run_on(pool: PgPool, settings: &Settings, shutdown: Shutdown) -> an
     let pruner = tokio::spawn(pruner.run(shutdown.clone()));
     // Until the TimelinesAI dispatcher lands, the service runs the diagnostic `noop` kind; jobs of
     // the API kinds stay queued (they are not claimed) rather than failing.
-    let worker = Worker::new(pool, WorkerConfig::from_settings(&settings.dispatcher), Arc::new(NoopHandler));
+    let worker = Worker::new(
+        pool,
+        WorkerConfig::from_settings(&settings.dispatcher),
+        Arc::new(NoopHandler),
+    );
     let result = worker.run(shutdown.clone()).await.map(|_| ());
     let _ = tokio::join!(rescuer, pruner);
     result

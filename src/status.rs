@@ -40,7 +40,10 @@ pub async fn report(pool: &PgPool) -> sqlx::Result<Report> {
     )
     .fetch_optional(pool)
     .await?;
-    Ok(Report { counts, oldest_queued })
+    Ok(Report {
+        counts,
+        oldest_queued,
+    })
 }
 
 impl Report {
@@ -50,16 +53,41 @@ impl Report {
         if self.counts.is_empty() {
             out.push_str("no jobs\n");
         } else {
-            let w = self.counts.iter().map(|r| r.workspace.len()).max().unwrap_or(0).max(9);
-            let k = self.counts.iter().map(|r| r.kind.len()).max().unwrap_or(0).max(4);
-            let _ = writeln!(out, "{:<w$}  {:<k$}  {:<9}  {:>9}", "workspace", "kind", "state", "jobs");
+            let w = self
+                .counts
+                .iter()
+                .map(|r| r.workspace.len())
+                .max()
+                .unwrap_or(0)
+                .max(9);
+            let k = self
+                .counts
+                .iter()
+                .map(|r| r.kind.len())
+                .max()
+                .unwrap_or(0)
+                .max(4);
+            let _ = writeln!(
+                out,
+                "{:<w$}  {:<k$}  {:<9}  {:>9}",
+                "workspace", "kind", "state", "jobs"
+            );
             for r in &self.counts {
-                let _ = writeln!(out, "{:<w$}  {:<k$}  {:<9}  {:>9}", r.workspace, r.kind, r.state, r.jobs);
+                let _ = writeln!(
+                    out,
+                    "{:<w$}  {:<k$}  {:<9}  {:>9}",
+                    r.workspace, r.kind, r.state, r.jobs
+                );
             }
         }
         match self.oldest_queued {
             Some((id, age)) => {
-                let _ = writeln!(out, "oldest queued job: {} waiting for {}", id, human_age(age));
+                let _ = writeln!(
+                    out,
+                    "oldest queued job: {} waiting for {}",
+                    id,
+                    human_age(age)
+                );
             }
             None => out.push_str("oldest queued job: none waiting\n"),
         }
@@ -72,7 +100,11 @@ fn human_age(seconds: f64) -> String {
     match s {
         s if s < 60.0 => format!("{s:.1}s"),
         s if s < 3600.0 => format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64),
-        s => format!("{}h{:02}m", (s / 3600.0) as u64, ((s % 3600.0) / 60.0) as u64),
+        s => format!(
+            "{}h{:02}m",
+            (s / 3600.0) as u64,
+            ((s % 3600.0) / 60.0) as u64
+        ),
     }
 }
 

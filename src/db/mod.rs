@@ -39,7 +39,10 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> 
 /// Applies pending migrations. `sqlx` takes an advisory lock, so instances starting together
 /// migrate one after the other.
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
-    MIGRATOR.run(pool).await.context("failed to migrate the database")
+    MIGRATOR
+        .run(pool)
+        .await
+        .context("failed to migrate the database")
 }
 
 /// Makes `timelines.workspaces` list exactly the configured workspaces.
@@ -74,9 +77,14 @@ pub async fn sync_workspaces(pool: &PgPool, settings: &Settings) -> anyhow::Resu
         .bind(&names)
         .execute(&mut *tx)
         .await?;
-    tx.commit().await.context("failed to record the configured workspaces")?;
+    tx.commit()
+        .await
+        .context("failed to record the configured workspaces")?;
     if removed.rows_affected() > 0 {
-        tracing::info!(removed = removed.rows_affected(), "workspaces no longer configured were removed");
+        tracing::info!(
+            removed = removed.rows_affected(),
+            "workspaces no longer configured were removed"
+        );
     }
     Ok(())
 }
@@ -89,7 +97,11 @@ pub fn is_transient(error: &sqlx::Error) -> bool {
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
             // 08: connection exception; 40001 serialization failure; 40P01 deadlock;
             // 57P01-03: admin shutdown, crash shutdown, cannot connect now; 53300: too many connections
-            code.starts_with("08") || matches!(&*code, "40001" | "40P01" | "57P01" | "57P02" | "57P03" | "53300")
+            code.starts_with("08")
+                || matches!(
+                    &*code,
+                    "40001" | "40P01" | "57P01" | "57P02" | "57P03" | "53300"
+                )
         }),
         _ => false,
     }

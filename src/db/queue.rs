@@ -77,16 +77,30 @@ pub async fn claim(
 
 /// Writes the outcomes of finished attempts in one statement. Returns the ids written; an id
 /// missing from the answer was no longer held (cancelled meanwhile, or rescued after a lost lease).
-pub async fn complete(db: impl PgExecutor<'_>, worker: &str, finished: &[Finished]) -> sqlx::Result<Vec<i64>> {
+pub async fn complete(
+    db: impl PgExecutor<'_>,
+    worker: &str,
+    finished: &[Finished],
+) -> sqlx::Result<Vec<i64>> {
     let n = finished.len();
-    let (mut ids, mut attempts, mut actions) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-    let (mut results, mut errors, mut delays) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut ids, mut attempts, mut actions) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut results, mut errors, mut delays) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
     for f in finished {
         ids.push(f.id);
         attempts.push(f.attempt);
         let (action, result, error, delay) = match &f.completion {
             Completion::Succeeded(result) => ("done", result.clone(), None, 0.0),
-            Completion::Retry { error, delay } => ("retry", None, Some(error.clone()), delay.as_secs_f64()),
+            Completion::Retry { error, delay } => {
+                ("retry", None, Some(error.clone()), delay.as_secs_f64())
+            }
             Completion::Snooze { delay } => ("snooze", None, None, delay.as_secs_f64()),
             Completion::Failed { error } => ("fail", None, Some(error.clone()), 0.0),
         };
@@ -140,7 +154,12 @@ pub async fn complete(db: impl PgExecutor<'_>, worker: &str, finished: &[Finishe
 }
 
 /// Extends the lease of the jobs this worker is running. Returns how many leases were renewed.
-pub async fn heartbeat(db: impl PgExecutor<'_>, worker: &str, ids: &[i64], lease: Duration) -> sqlx::Result<u64> {
+pub async fn heartbeat(
+    db: impl PgExecutor<'_>,
+    worker: &str,
+    ids: &[i64],
+    lease: Duration,
+) -> sqlx::Result<u64> {
     if ids.is_empty() {
         return Ok(0);
     }
@@ -159,7 +178,12 @@ pub async fn heartbeat(db: impl PgExecutor<'_>, worker: &str, ids: &[i64], lease
 /// Gives back jobs this worker holds, at shutdown. `interrupted` says whether the attempt had
 /// started (its effect may have happened) or the job was only claimed. The attempt is not counted:
 /// stopping the service is not the job's fault.
-pub async fn release(db: impl PgExecutor<'_>, worker: &str, ids: &[i64], interrupted: bool) -> sqlx::Result<u64> {
+pub async fn release(
+    db: impl PgExecutor<'_>,
+    worker: &str,
+    ids: &[i64],
+    interrupted: bool,
+) -> sqlx::Result<u64> {
     if ids.is_empty() {
         return Ok(0);
     }
@@ -214,7 +238,11 @@ pub async fn rescue_expired(db: impl PgExecutor<'_>, limit: i64) -> sqlx::Result
 }
 
 /// Deletes up to `limit` finished jobs older than `retention`. Returns how many.
-pub async fn prune_finished(db: impl PgExecutor<'_>, retention: Duration, limit: i64) -> sqlx::Result<u64> {
+pub async fn prune_finished(
+    db: impl PgExecutor<'_>,
+    retention: Duration,
+    limit: i64,
+) -> sqlx::Result<u64> {
     let done = sqlx::query(
         "DELETE FROM timelines.jobs WHERE id IN (
              SELECT id FROM timelines.jobs

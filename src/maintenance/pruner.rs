@@ -45,15 +45,17 @@ impl Pruner {
     /// the instance that holds the pruner's advisory lock; the others return 0 at once.
     pub async fn run_once(&self) -> sqlx::Result<u64> {
         let mut conn = self.pool.acquire().await?;
-        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext('timelines.pruner'))")
-            .fetch_one(&mut *conn)
-            .await?;
+        let locked: bool =
+            sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext('timelines.pruner'))")
+                .fetch_one(&mut *conn)
+                .await?;
         if !locked {
             return Ok(0);
         }
         let mut total = 0;
         let result = loop {
-            match q::prune_finished(&mut *conn, self.config.retention, self.config.batch_size).await {
+            match q::prune_finished(&mut *conn, self.config.retention, self.config.batch_size).await
+            {
                 Ok(deleted) => {
                     total += deleted;
                     if deleted < self.config.batch_size as u64 {

@@ -19,7 +19,10 @@ pub struct RescuerConfig {
 
 impl Default for RescuerConfig {
     fn default() -> Self {
-        Self { interval: Duration::from_secs(5), batch_size: 1000 }
+        Self {
+            interval: Duration::from_secs(5),
+            batch_size: 1000,
+        }
     }
 }
 
@@ -52,7 +55,10 @@ impl Rescuer {
         super::every(self.config.interval, shutdown, || async {
             match self.run_once().await {
                 Ok(0) => {}
-                Ok(rescued) => tracing::warn!(rescued, "rescued jobs whose worker stopped renewing its lease"),
+                Ok(rescued) => tracing::warn!(
+                    rescued,
+                    "rescued jobs whose worker stopped renewing its lease"
+                ),
                 Err(error) => tracing::warn!(%error, "rescuing expired jobs failed"),
             }
         })

@@ -18,7 +18,11 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Self { base: Duration::from_secs(2), max: Duration::from_secs(3600), jitter: 0.2 }
+        Self {
+            base: Duration::from_secs(2),
+            max: Duration::from_secs(3600),
+            jitter: 0.2,
+        }
     }
 }
 
@@ -31,7 +35,9 @@ impl Backoff {
         let raw = self.base.as_secs_f64() * 2f64.powi(exponent);
         let capped = raw.min(self.max.as_secs_f64());
         let spread = (unit.clamp(0.0, 1.0) * 2.0 - 1.0) * self.jitter.clamp(0.0, 1.0);
-        let jittered = (capped * (1.0 + spread)).min(self.max.as_secs_f64()).max(0.0);
+        let jittered = (capped * (1.0 + spread))
+            .min(self.max.as_secs_f64())
+            .max(0.0);
         Duration::from_secs_f64(jittered)
     }
 }
@@ -46,14 +52,22 @@ mod tests {
 
     #[test]
     fn without_jitter_the_delay_doubles_per_attempt() {
-        let b = Backoff { base: Duration::from_secs(2), max: Duration::from_secs(1000), jitter: 0.0 };
+        let b = Backoff {
+            base: Duration::from_secs(2),
+            max: Duration::from_secs(1000),
+            jitter: 0.0,
+        };
         let delays: Vec<f64> = (1..=5).map(|a| secs(b.delay(a, 0.5))).collect();
         assert_eq!(delays, vec![2.0, 4.0, 8.0, 16.0, 32.0]);
     }
 
     #[test]
     fn the_delay_is_capped_even_for_huge_attempt_numbers() {
-        let b = Backoff { base: Duration::from_secs(2), max: Duration::from_secs(60), jitter: 0.2 };
+        let b = Backoff {
+            base: Duration::from_secs(2),
+            max: Duration::from_secs(60),
+            jitter: 0.2,
+        };
         for attempt in [7, 50, 1000, u32::MAX] {
             for unit in [0.0, 0.5, 0.999] {
                 assert!(b.delay(attempt, unit) <= Duration::from_secs(60));
@@ -64,7 +78,11 @@ mod tests {
 
     #[test]
     fn jitter_spreads_the_delay_symmetrically_within_bounds() {
-        let b = Backoff { base: Duration::from_secs(10), max: Duration::from_secs(1000), jitter: 0.2 };
+        let b = Backoff {
+            base: Duration::from_secs(10),
+            max: Duration::from_secs(1000),
+            jitter: 0.2,
+        };
         assert!((secs(b.delay(1, 0.0)) - 8.0).abs() < 1e-9);
         assert!((secs(b.delay(1, 0.5)) - 10.0).abs() < 1e-9);
         assert!((secs(b.delay(1, 1.0)) - 12.0).abs() < 1e-9);
@@ -76,7 +94,10 @@ mod tests {
 
     #[test]
     fn attempt_zero_is_treated_as_the_first() {
-        let b = Backoff { jitter: 0.0, ..Backoff::default() };
+        let b = Backoff {
+            jitter: 0.0,
+            ..Backoff::default()
+        };
         assert_eq!(b.delay(0, 0.5), b.delay(1, 0.5));
     }
 }

@@ -32,7 +32,10 @@ impl Outcome {
 
     /// A retry on the backoff schedule.
     pub fn retry(error: impl Into<String>) -> Self {
-        Outcome::Retry { error: error.into(), delay: None }
+        Outcome::Retry {
+            error: error.into(),
+            delay: None,
+        }
     }
 
     /// A permanent failure.

@@ -94,7 +94,9 @@ impl Default for WorkerConfig {
 
 /// `host-pid-random`: readable in `locked_by`, unique across processes and restarts.
 pub fn new_worker_id() -> String {
-    let host = hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "host".into());
+    let host = hostname::get()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "host".into());
     let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
     format!("{host}-{}-{suffix}", std::process::id())
 }
@@ -126,7 +128,12 @@ type Inflight = Arc<Mutex<HashMap<i64, i32>>>;
 impl<H: Handler> Worker<H> {
     /// A worker on `pool` running `handler`.
     pub fn new(pool: PgPool, config: WorkerConfig, handler: Arc<H>) -> Self {
-        Self { pool, config, handler, stats: Arc::default() }
+        Self {
+            pool,
+            config,
+            handler,
+            stats: Arc::default(),
+        }
     }
 
     /// The id written to `jobs.locked_by`.
@@ -150,7 +157,11 @@ impl<H: Handler> Worker<H> {
 
         // Abort-on-drop: if this future is dropped (its task aborted), the helpers stop with it
         // instead of renewing leases of jobs nobody runs any more.
-        let listener = AbortOnDropHandle::new(tokio::spawn(listen(self.pool.clone(), wake.clone(), background.clone())));
+        let listener = AbortOnDropHandle::new(tokio::spawn(listen(
+            self.pool.clone(),
+            wake.clone(),
+            background.clone(),
+        )));
         let heartbeat = AbortOnDropHandle::new(tokio::spawn(heartbeat(
             self.pool.clone(),
             self.config.clone(),
@@ -190,11 +201,19 @@ impl<H: Handler> Worker<H> {
         let _ = heartbeat.await;
         let _ = listener.await;
 
-        let cut_off: Vec<i64> = inflight.lock().expect("inflight lock").keys().copied().collect();
+        let cut_off: Vec<i64> = inflight
+            .lock()
+            .expect("inflight lock")
+            .keys()
+            .copied()
+            .collect();
         if !cut_off.is_empty() {
             let released = q::release(&self.pool, &self.config.id, &cut_off, true).await?;
             self.stats.released.fetch_add(released, Ordering::Relaxed);
-            tracing::warn!(jobs = released, "released interrupted jobs for another attempt");
+            tracing::warn!(
+                jobs = released,
+                "released interrupted jobs for another attempt"
+            );
         }
         tracing::info!(worker = %self.config.id, "worker stopped");
         Ok(self.stats)
@@ -227,15 +246,27 @@ impl<H: Handler> Worker<H> {
                 }
             }
             let wanted = permits.len();
-            let jobs = match q::claim(&self.pool, &self.config.id, wanted, self.config.lease, kinds).await {
+            let jobs = match q::claim(
+                &self.pool,
+                &self.config.id,
+                wanted,
+                self.config.lease,
+                kinds,
+            )
+            .await
+            {
                 Ok(jobs) => {
                     failures = 0;
                     jobs
                 }
                 Err(error) => {
                     failures += 1;
-                    let pause = Backoff { base: Duration::from_millis(100), max: Duration::from_secs(10), jitter: 0.2 }
-                        .delay(failures, rand::random());
+                    let pause = Backoff {
+                        base: Duration::from_millis(100),
+                        max: Duration::from_secs(10),
+                        jitter: 0.2,
+                    }
+                    .delay(failures, rand::random());
                     tracing::warn!(error = %error, retry_in_ms = pause.as_millis() as u64, "claiming jobs failed");
                     drop(permits);
                     tokio::select! {
@@ -245,7 +276,9 @@ impl<H: Handler> Worker<H> {
                 }
             };
             let full = jobs.len() == wanted;
-            self.stats.claimed.fetch_add(jobs.len() as u64, Ordering::Relaxed);
+            self.stats
+                .claimed
+                .fetch_add(jobs.len() as u64, Ordering::Relaxed);
             {
                 let mut held = inflight.lock().expect("inflight lock");
                 held.extend(jobs.iter().map(|job| (job.id, job.attempts)));
@@ -265,7 +298,10 @@ impl<H: Handler> Worker<H> {
             if !full {
                 // Nothing more is due now: sleep until a NOTIFY, a finished job (a retry may be
                 // due), or the poll interval.
-                let poll = self.config.poll_interval.mul_f64(0.9 + 0.2 * rand::random::<f64>());
+                let poll = self
+                    .config
+                    .poll_interval
+                    .mul_f64(0.9 + 0.2 * rand::random::<f64>());
                 tokio::select! {
                     _ = shutdown.stopping() => break,
                     _ = wake.notified() => {}
@@ -278,7 +314,12 @@ impl<H: Handler> Worker<H> {
 }
 
 /// Runs one attempt and hands its outcome to the completer.
-async fn run_one<H: Handler>(handler: Arc<H>, config: WorkerConfig, job: Job, tx: mpsc::Sender<q::Finished>) {
+async fn run_one<H: Handler>(
+    handler: Arc<H>,
+    config: WorkerConfig,
+    job: Job,
+    tx: mpsc::Sender<q::Finished>,
+) {
     let (id, attempt, kind) = (job.id, job.attempts, job.kind.clone());
     let attempt_future = AssertUnwindSafe(handler.handle(job)).catch_unwind();
     let outcome = match tokio::time::timeout(config.job_timeout, attempt_future).await {
@@ -291,12 +332,16 @@ async fn run_one<H: Handler>(handler: Arc<H>, config: WorkerConfig, job: Job, tx
                 .unwrap_or_else(|| "unknown panic".into());
             Outcome::retry(format!("the handler panicked: {message}"))
         }
-        Err(_) => Outcome::retry(format!("attempt timed out after {} s", config.job_timeout.as_secs())),
+        Err(_) => Outcome::retry(format!(
+            "attempt timed out after {} s",
+            config.job_timeout.as_secs()
+        )),
     };
     let completion = match outcome {
         Outcome::Done(result) => q::Completion::Succeeded(result),
         Outcome::Retry { error, delay } => {
-            let delay = delay.unwrap_or_else(|| config.backoff.delay(attempt.max(1) as u32, rand::random()));
+            let delay = delay
+                .unwrap_or_else(|| config.backoff.delay(attempt.max(1) as u32, rand::random()));
             tracing::warn!(job_id = id, %kind, attempt, %error, retry_in_s = delay.as_secs_f64(), "attempt failed");
             q::Completion::Retry { error, delay }
         }
@@ -307,7 +352,13 @@ async fn run_one<H: Handler>(handler: Arc<H>, config: WorkerConfig, job: Job, tx
         }
     };
     // Fails only when the completer is gone, i.e. never before this task ends.
-    let _ = tx.send(q::Finished { id, attempt, completion }).await;
+    let _ = tx
+        .send(q::Finished {
+            id,
+            attempt,
+            completion,
+        })
+        .await;
 }
 
 /// Writes outcomes in batches until every sender is dropped and the channel is empty.
@@ -340,10 +391,17 @@ async fn complete(
         match written {
             Ok(ids) => {
                 let discarded = batch.len() - ids.len();
-                stats.completed.fetch_add(ids.len() as u64, Ordering::Relaxed);
+                stats
+                    .completed
+                    .fetch_add(ids.len() as u64, Ordering::Relaxed);
                 if discarded > 0 {
-                    stats.discarded.fetch_add(discarded as u64, Ordering::Relaxed);
-                    tracing::info!(discarded, "outcomes discarded: the jobs were cancelled or rescued meanwhile");
+                    stats
+                        .discarded
+                        .fetch_add(discarded as u64, Ordering::Relaxed);
+                    tracing::info!(
+                        discarded,
+                        "outcomes discarded: the jobs were cancelled or rescued meanwhile"
+                    );
                 }
                 let mut held = inflight.lock().expect("inflight lock");
                 for finished in &batch {
@@ -367,7 +425,12 @@ async fn complete(
 }
 
 /// Renews the leases of every job this worker holds, every lease/3.
-async fn heartbeat(pool: PgPool, config: WorkerConfig, inflight: Inflight, stop: CancellationToken) {
+async fn heartbeat(
+    pool: PgPool,
+    config: WorkerConfig,
+    inflight: Inflight,
+    stop: CancellationToken,
+) {
     let mut tick = tokio::time::interval(config.lease / 3);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -375,7 +438,12 @@ async fn heartbeat(pool: PgPool, config: WorkerConfig, inflight: Inflight, stop:
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let ids: Vec<i64> = inflight.lock().expect("inflight lock").keys().copied().collect();
+        let ids: Vec<i64> = inflight
+            .lock()
+            .expect("inflight lock")
+            .keys()
+            .copied()
+            .collect();
         if let Err(error) = q::heartbeat(&pool, &config.id, &ids, config.lease).await {
             tracing::warn!(%error, jobs = ids.len(), "renewing job leases failed");
         }
@@ -391,8 +459,12 @@ async fn listen(pool: PgPool, wake: Arc<Notify>, stop: CancellationToken) {
             error = listen_session(&pool, &wake, &mut failures) => error,
         };
         failures += 1;
-        let pause = Backoff { base: Duration::from_millis(200), max: Duration::from_secs(10), jitter: 0.2 }
-            .delay(failures, rand::random());
+        let pause = Backoff {
+            base: Duration::from_millis(200),
+            max: Duration::from_secs(10),
+            jitter: 0.2,
+        }
+        .delay(failures, rand::random());
         tracing::warn!(%error, retry_in_ms = pause.as_millis() as u64, "LISTEN connection lost; polling meanwhile");
         tokio::select! {
             _ = stop.cancelled() => return,

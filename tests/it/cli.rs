@@ -7,7 +7,13 @@ use crate::helpers::{test_db, wait_for_state};
 
 fn binary() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_timelines-sync"));
-    for var in ["DATABASE_URL", "TIMELINES_SYNC_CONFIG", "TIMELINES_API_URL", "TIMELINES_API_TOKEN", "RUST_LOG"] {
+    for var in [
+        "DATABASE_URL",
+        "TIMELINES_SYNC_CONFIG",
+        "TIMELINES_API_URL",
+        "TIMELINES_API_TOKEN",
+        "RUST_LOG",
+    ] {
         cmd.env_remove(var);
     }
     cmd
@@ -32,13 +38,20 @@ fn a_bad_config_file_stops_start_up_with_the_key_and_the_reason() {
     let (_dir, path) = write_config("[dispatcher]\nconcurrency = 0\n");
     let (out, _, stderr) = output(binary().arg("--config").arg(&path).arg("status"));
     assert!(!out.status.success());
-    assert!(stderr.contains("config key `dispatcher.concurrency`: must be between 1 and 10000, got 0"), "{stderr}");
+    assert!(
+        stderr.contains("config key `dispatcher.concurrency`: must be between 1 and 10000, got 0"),
+        "{stderr}"
+    );
 
-    let (_dir, path) = write_config("[workspaces.default]\ntoken = \"sekret-token-123\"\nrate_limit = 5\n");
+    let (_dir, path) =
+        write_config("[workspaces.default]\ntoken = \"sekret-token-123\"\nrate_limit = 5\n");
     let (out, _, stderr) = output(binary().arg("--config").arg(&path).arg("status"));
     assert!(!out.status.success());
     assert!(stderr.contains("rate_limit"), "{stderr}");
-    assert!(!stderr.contains("sekret-token-123"), "the token leaked: {stderr}");
+    assert!(
+        !stderr.contains("sekret-token-123"),
+        "the token leaked: {stderr}"
+    );
 }
 
 #[test]
@@ -46,7 +59,10 @@ fn the_config_path_can_come_from_the_environment() {
     let (_dir, path) = write_config("[log]\nformat = \"xml\"\n");
     let (out, _, stderr) = output(binary().env("TIMELINES_SYNC_CONFIG", &path).arg("status"));
     assert!(!out.status.success());
-    assert!(stderr.contains(&path.display().to_string()) && stderr.contains("xml"), "{stderr}");
+    assert!(
+        stderr.contains(&path.display().to_string()) && stderr.contains("xml"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]
@@ -54,17 +70,38 @@ async fn migrate_and_status_work_against_a_database_url() {
     let db = test_db().await;
     // Several instances migrating at once serialise on sqlx's advisory lock.
     let runs: Vec<_> = (0..3)
-        .map(|_| binary().env("DATABASE_URL", &db.url).arg("migrate").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap())
+        .map(|_| {
+            binary()
+                .env("DATABASE_URL", &db.url)
+                .arg("migrate")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
         .collect();
     for run in runs {
         let out = run.wait_with_output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    sqlx::query("SELECT timelines.enqueue('noop', '{}') FROM generate_series(1, 3)").execute(&db.pool).await.unwrap();
+    sqlx::query("SELECT timelines.enqueue('noop', '{}') FROM generate_series(1, 3)")
+        .execute(&db.pool)
+        .await
+        .unwrap();
     let (out, stdout, stderr) = output(binary().env("DATABASE_URL", &db.url).arg("status"));
     assert!(out.status.success(), "{stderr}");
-    assert!(stdout.contains("default") && stdout.contains("noop") && stdout.contains("queued"), "{stdout}");
-    assert!(stdout.lines().any(|l| l.trim_end().ends_with(" 3")), "{stdout}");
+    assert!(
+        stdout.contains("default") && stdout.contains("noop") && stdout.contains("queued"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.lines().any(|l| l.trim_end().ends_with(" 3")),
+        "{stdout}"
+    );
     assert!(stdout.contains("oldest queued job: "), "{stdout}");
 }
 
@@ -78,27 +115,59 @@ async fn run_executes_jobs_and_stops_cleanly_on_sigterm() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    sqlx::query("SELECT timelines.enqueue('noop', '{}')").execute(&db.pool).await.unwrap();
+    sqlx::query("SELECT timelines.enqueue('noop', '{}')")
+        .execute(&db.pool)
+        .await
+        .unwrap();
     wait_for_state(&db.pool, "succeeded", 1).await;
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let status = tokio::task::spawn_blocking(move || child.wait_with_output()).await.unwrap().unwrap();
-    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    let status = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
     let stderr = String::from_utf8_lossy(&status.stderr);
-    assert!(stderr.contains("shutdown requested") && stderr.contains("worker stopped"), "{stderr}");
+    assert!(
+        stderr.contains("shutdown requested") && stderr.contains("worker stopped"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]
 async fn a_killed_service_leaves_its_job_to_be_rescued_as_interrupted() {
     let db = test_db().await;
-    let id: i64 = sqlx::query_scalar("SELECT timelines.enqueue('noop', '{\"sleep_ms\": 600000}')").fetch_one(&db.pool).await.unwrap();
-    let (_dir, path) = write_config("[dispatcher]\nlease_seconds = 3\n[maintenance]\nrescue_interval_seconds = 1\n");
-    let mut doomed = binary().env("DATABASE_URL", &db.url).arg("--config").arg(&path).arg("run").stderr(Stdio::null()).spawn().unwrap();
+    let id: i64 = sqlx::query_scalar("SELECT timelines.enqueue('noop', '{\"sleep_ms\": 600000}')")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    let (_dir, path) = write_config(
+        "[dispatcher]\nlease_seconds = 3\n[maintenance]\nrescue_interval_seconds = 1\n",
+    );
+    let mut doomed = binary()
+        .env("DATABASE_URL", &db.url)
+        .arg("--config")
+        .arg(&path)
+        .arg("run")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     wait_for_state(&db.pool, "running", 1).await;
     doomed.kill().unwrap();
     doomed.wait().unwrap();
     // A second instance rescues the job once the lease runs out (about 3-4 s).
-    let mut rescuer = binary().env("DATABASE_URL", &db.url).arg("--config").arg(&path).arg("run").stderr(Stdio::null()).spawn().unwrap();
+    let mut rescuer = binary()
+        .env("DATABASE_URL", &db.url)
+        .arg("--config")
+        .arg(&path)
+        .arg("run")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let row = loop {
         let row = crate::helpers::job_row(&db.pool, id).await;
@@ -111,26 +180,49 @@ async fn a_killed_service_leaves_its_job_to_be_rescued_as_interrupted() {
     rescuer.kill().unwrap();
     rescuer.wait().unwrap();
     assert_eq!(row["state"], "running");
-    assert!(row["last_error"].as_str().unwrap().contains("interrupted"), "{row}");
+    assert!(
+        row["last_error"].as_str().unwrap().contains("interrupted"),
+        "{row}"
+    );
 }
 
 #[test]
 fn the_embedded_cluster_starts_serves_and_stops_without_any_database_url() {
-    let dir = tempfile::Builder::new().prefix("timelines-sync-embedded-").tempdir_in("/tmp").unwrap();
-    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("timelines-sync-embedded-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     let data_dir = dir.path().join("data");
     let config = dir.path().join("c.toml");
-    std::fs::write(&config, format!("[database]\ndata_dir = {:?}\n", data_dir.display().to_string())).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "[database]\ndata_dir = {:?}\n",
+            data_dir.display().to_string()
+        ),
+    )
+    .unwrap();
     let cli = |args: &[&str]| output(binary().arg("--config").arg(&config).args(args));
 
     let (out, _, stderr) = cli(&["db", "url"]);
-    assert!(!out.status.success() && stderr.contains("not running"), "{stderr}");
+    assert!(
+        !out.status.success() && stderr.contains("not running"),
+        "{stderr}"
+    );
     let (out, stdout, stderr) = cli(&["db", "start"]);
     assert!(out.status.success(), "{stderr}");
     assert!(stdout.contains("postgres://postgres:"), "{stdout}");
     let (out, url, _) = cli(&["db", "url"]);
     assert!(out.status.success());
-    assert!(url.trim().starts_with("postgres://postgres:") && url.contains("@127.0.0.1:"), "{url}");
+    assert!(
+        url.trim().starts_with("postgres://postgres:") && url.contains("@127.0.0.1:"),
+        "{url}"
+    );
     // `status` reuses the running cluster and leaves it running.
     let (out, stdout, stderr) = cli(&["status"]);
     assert!(out.status.success(), "{stderr}");
@@ -139,7 +231,10 @@ fn the_embedded_cluster_starts_serves_and_stops_without_any_database_url() {
     assert!(out.status.success());
     assert_eq!(again, url);
     let (out, stdout, _) = cli(&["db", "stop"]);
-    assert!(out.status.success() && stdout.contains("stopped"), "{stdout}");
+    assert!(
+        out.status.success() && stdout.contains("stopped"),
+        "{stdout}"
+    );
     // Without a running cluster, `status` starts one and stops it again when done.
     let (out, _, stderr) = cli(&["status"]);
     assert!(out.status.success(), "{stderr}");

@@ -8,7 +8,9 @@ use timelines_sync::db::queue as q;
 use timelines_sync::queue::{Outcome, Worker, WorkerConfig};
 use timelines_sync::shutdown::Shutdown;
 
-use crate::helpers::{Recorder, enqueue_noop, fast_config, job_row, state_of, test_db, wait_for_state};
+use crate::helpers::{
+    Recorder, enqueue_noop, fast_config, job_row, state_of, test_db, wait_for_state,
+};
 
 fn noop_kinds() -> Vec<String> {
     vec!["noop".into()]
@@ -19,7 +21,10 @@ fn spawn_worker(
     pool: &sqlx::PgPool,
     config: WorkerConfig,
     handler: Recorder,
-) -> (Shutdown, tokio::task::JoinHandle<anyhow::Result<Arc<timelines_sync::queue::WorkerStats>>>) {
+) -> (
+    Shutdown,
+    tokio::task::JoinHandle<anyhow::Result<Arc<timelines_sync::queue::WorkerStats>>>,
+) {
     let shutdown = Shutdown::new();
     let worker = Worker::new(pool.clone(), config, Arc::new(handler));
     (shutdown.clone(), tokio::spawn(worker.run(shutdown)))
@@ -28,11 +33,16 @@ fn spawn_worker(
 #[tokio::test]
 async fn claims_follow_priority_then_run_at_then_id() {
     let db = test_db().await;
-    let low_old: i64 = sqlx::query_scalar("SELECT timelines.enqueue('noop', '{}', run_at => now() - interval '1 hour')")
+    let low_old: i64 = sqlx::query_scalar(
+        "SELECT timelines.enqueue('noop', '{}', run_at => now() - interval '1 hour')",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let high: i64 = sqlx::query_scalar("SELECT timelines.enqueue('noop', '{}', priority => 5)")
         .fetch_one(&db.pool)
         .await
         .unwrap();
-    let high: i64 = sqlx::query_scalar("SELECT timelines.enqueue('noop', '{}', priority => 5)").fetch_one(&db.pool).await.unwrap();
     let low_a = enqueue_noop(&db.pool, json!({})).await;
     let low_b = enqueue_noop(&db.pool, json!({})).await;
     sqlx::query("UPDATE timelines.jobs SET run_at = (SELECT run_at FROM timelines.jobs WHERE id = $1) WHERE id = $2")
@@ -41,12 +51,16 @@ async fn claims_follow_priority_then_run_at_then_id() {
         .execute(&db.pool)
         .await
         .unwrap();
-    let future: i64 = sqlx::query_scalar("SELECT timelines.enqueue('noop', '{}', priority => 9, run_at => now() + interval '1 day')")
-        .fetch_one(&db.pool)
+    let future: i64 = sqlx::query_scalar(
+        "SELECT timelines.enqueue('noop', '{}', priority => 9, run_at => now() + interval '1 day')",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+
+    let claimed = q::claim(&db.pool, "w", 10, Duration::from_secs(30), &noop_kinds())
         .await
         .unwrap();
-
-    let claimed = q::claim(&db.pool, "w", 10, Duration::from_secs(30), &noop_kinds()).await.unwrap();
     let mut ids: Vec<i64> = claimed.iter().map(|j| j.id).collect();
     // RETURNING order is not guaranteed; claim one at a time to check the order itself.
     ids.sort();
@@ -58,7 +72,10 @@ async fn claims_follow_priority_then_run_at_then_id() {
         .unwrap();
     let mut order = Vec::new();
     for _ in 0..4 {
-        let job = q::claim(&db.pool, "w", 1, Duration::from_secs(30), &noop_kinds()).await.unwrap().remove(0);
+        let job = q::claim(&db.pool, "w", 1, Duration::from_secs(30), &noop_kinds())
+            .await
+            .unwrap()
+            .remove(0);
         order.push(job.id);
     }
     assert_eq!(order, vec![high, low_old, low_a, low_b]);
@@ -67,12 +84,24 @@ async fn claims_follow_priority_then_run_at_then_id() {
 #[tokio::test]
 async fn a_claim_takes_only_the_kinds_the_worker_handles() {
     let db = test_db().await;
-    sqlx::query("SELECT timelines.enqueue('refresh_quota', '{}')").execute(&db.pool).await.unwrap();
+    sqlx::query("SELECT timelines.enqueue('refresh_quota', '{}')")
+        .execute(&db.pool)
+        .await
+        .unwrap();
     let noop = enqueue_noop(&db.pool, json!({})).await;
-    let claimed = q::claim(&db.pool, "w", 10, Duration::from_secs(30), &noop_kinds()).await.unwrap();
+    let claimed = q::claim(&db.pool, "w", 10, Duration::from_secs(30), &noop_kinds())
+        .await
+        .unwrap();
     assert_eq!(claimed.iter().map(|j| j.id).collect::<Vec<_>>(), vec![noop]);
     let row = job_row(&db.pool, noop).await;
-    assert_eq!((row["state"].as_str(), row["attempts"].as_i64(), row["locked_by"].as_str()), (Some("running"), Some(1), Some("w")));
+    assert_eq!(
+        (
+            row["state"].as_str(),
+            row["attempts"].as_i64(),
+            row["locked_by"].as_str()
+        ),
+        (Some("running"), Some(1), Some("w"))
+    );
     assert!(row["locked_until"].is_string());
 }
 
@@ -107,11 +136,13 @@ async fn a_retry_uses_an_attempt_records_the_error_and_waits_the_backoff() {
     assert_eq!(row["errors"][0]["attempt"], 1);
     assert_eq!(row["errors"][0]["error"], "connection reset");
     // fast_config's backoff: 60 s after the first attempt, no jitter.
-    let wait: f64 = sqlx::query_scalar("SELECT extract(epoch FROM run_at - now())::float8 FROM timelines.jobs WHERE id = $1")
-        .bind(id)
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    let wait: f64 = sqlx::query_scalar(
+        "SELECT extract(epoch FROM run_at - now())::float8 FROM timelines.jobs WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
     assert!((55.0..=60.5).contains(&wait), "{wait}");
     assert_eq!(recorder.runs().len(), 1);
 }
@@ -119,9 +150,15 @@ async fn a_retry_uses_an_attempt_records_the_error_and_waits_the_backoff() {
 #[tokio::test]
 async fn a_job_fails_for_good_when_its_attempts_are_used_up() {
     let db = test_db().await;
-    let id: i64 = sqlx::query_scalar("SELECT timelines.enqueue('noop', '{}', max_attempts => 3)").fetch_one(&db.pool).await.unwrap();
+    let id: i64 = sqlx::query_scalar("SELECT timelines.enqueue('noop', '{}', max_attempts => 3)")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
     let recorder = Recorder::default();
-    let retry_now = || Outcome::Retry { error: "503 from upstream".into(), delay: Some(Duration::ZERO) };
+    let retry_now = || Outcome::Retry {
+        error: "503 from upstream".into(),
+        delay: Some(Duration::ZERO),
+    };
     recorder.script(id, vec![retry_now(), retry_now(), retry_now(), retry_now()]);
     let (shutdown, handle) = spawn_worker(&db.pool, fast_config(), recorder.clone());
     wait_for_state(&db.pool, "failed", 1).await;
@@ -139,14 +176,28 @@ async fn a_snooze_reschedules_without_using_an_attempt() {
     let db = test_db().await;
     let id = enqueue_noop(&db.pool, json!({})).await;
     let recorder = Recorder::default();
-    recorder.script(id, vec![Outcome::Snooze(Duration::ZERO), Outcome::Snooze(Duration::ZERO), Outcome::done()]);
+    recorder.script(
+        id,
+        vec![
+            Outcome::Snooze(Duration::ZERO),
+            Outcome::Snooze(Duration::ZERO),
+            Outcome::done(),
+        ],
+    );
     let (shutdown, handle) = spawn_worker(&db.pool, fast_config(), recorder.clone());
     wait_for_state(&db.pool, "succeeded", 1).await;
     shutdown.begin();
     handle.await.unwrap().unwrap();
     let row = job_row(&db.pool, id).await;
     assert_eq!(recorder.runs().len(), 3);
-    assert_eq!(recorder.runs().iter().map(|j| j.attempts).collect::<Vec<_>>(), vec![1, 1, 1]);
+    assert_eq!(
+        recorder
+            .runs()
+            .iter()
+            .map(|j| j.attempts)
+            .collect::<Vec<_>>(),
+        vec![1, 1, 1]
+    );
     assert_eq!(row["attempts"], 1);
     assert_eq!(row["last_error"], Value::Null);
 }
@@ -160,18 +211,23 @@ async fn a_long_snooze_leaves_the_job_queued_for_later() {
     let (shutdown, handle) = spawn_worker(&db.pool, fast_config(), recorder.clone());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while recorder.runs().is_empty() || state_of(&db.pool, id).await != "queued" {
-        assert!(tokio::time::Instant::now() < deadline, "the snooze was not written");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the snooze was not written"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     shutdown.begin();
     handle.await.unwrap().unwrap();
     let row = job_row(&db.pool, id).await;
     assert_eq!(row["attempts"], 0);
-    let wait: f64 = sqlx::query_scalar("SELECT extract(epoch FROM run_at - now())::float8 FROM timelines.jobs WHERE id = $1")
-        .bind(id)
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    let wait: f64 = sqlx::query_scalar(
+        "SELECT extract(epoch FROM run_at - now())::float8 FROM timelines.jobs WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
     assert!(wait > 100.0, "{wait}");
 }
 
@@ -180,7 +236,10 @@ async fn a_permanent_failure_fails_at_once_with_the_reason() {
     let db = test_db().await;
     let id = enqueue_noop(&db.pool, json!({})).await;
     let recorder = Recorder::default();
-    recorder.script(id, vec![Outcome::fail("400: phone is not a WhatsApp number")]);
+    recorder.script(
+        id,
+        vec![Outcome::fail("400: phone is not a WhatsApp number")],
+    );
     let (shutdown, handle) = spawn_worker(&db.pool, fast_config(), recorder);
     wait_for_state(&db.pool, "failed", 1).await;
     shutdown.begin();
@@ -202,7 +261,10 @@ async fn a_panicking_handler_costs_an_attempt_not_the_worker() {
     wait_for_state(&db.pool, "succeeded", 1).await;
     shutdown.begin();
     handle.await.unwrap().unwrap();
-    assert_eq!(job_row(&db.pool, id).await["last_error"], "the handler panicked: scripted panic");
+    assert_eq!(
+        job_row(&db.pool, id).await["last_error"],
+        "the handler panicked: scripted panic"
+    );
     assert_eq!(state_of(&db.pool, other).await, "succeeded");
 }
 
@@ -211,12 +273,18 @@ async fn an_attempt_that_runs_too_long_times_out_as_a_failed_attempt() {
     let db = test_db().await;
     let id = enqueue_noop(&db.pool, json!({})).await;
     let recorder = Recorder::slow(Duration::from_secs(60));
-    let config = WorkerConfig { job_timeout: Duration::from_millis(200), ..fast_config() };
+    let config = WorkerConfig {
+        job_timeout: Duration::from_millis(200),
+        ..fast_config()
+    };
     let (shutdown, handle) = spawn_worker(&db.pool, config, recorder);
     wait_for_state(&db.pool, "retrying", 1).await;
     shutdown.begin();
     handle.await.unwrap().unwrap();
-    assert_eq!(job_row(&db.pool, id).await["last_error"], "attempt timed out after 0 s");
+    assert_eq!(
+        job_row(&db.pool, id).await["last_error"],
+        "attempt timed out after 0 s"
+    );
 }
 
 #[tokio::test]
@@ -226,7 +294,11 @@ async fn several_workers_share_the_queue_and_run_every_job_exactly_once() {
     let recorder = Recorder::default();
     let mut workers = Vec::new();
     for _ in 0..4 {
-        let config = WorkerConfig { concurrency: 16, claim_batch_size: 25, ..fast_config() };
+        let config = WorkerConfig {
+            concurrency: 16,
+            claim_batch_size: 25,
+            ..fast_config()
+        };
         workers.push(spawn_worker(&db.pool, config, recorder.clone()));
     }
     wait_for_state(&db.pool, "succeeded", 3000).await;
@@ -237,7 +309,10 @@ async fn several_workers_share_the_queue_and_run_every_job_exactly_once() {
     let counts = recorder.counts();
     assert_eq!(counts.len(), 3000);
     assert!(counts.values().all(|&n| n == 1), "a job ran twice");
-    let attempts: i64 = sqlx::query_scalar("SELECT sum(attempts) FROM timelines.jobs").fetch_one(&db.pool).await.unwrap();
+    let attempts: i64 = sqlx::query_scalar("SELECT sum(attempts) FROM timelines.jobs")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
     assert_eq!(attempts, 3000);
 }
 
@@ -245,7 +320,10 @@ async fn several_workers_share_the_queue_and_run_every_job_exactly_once() {
 async fn a_notify_wakes_an_idle_worker_without_waiting_for_the_poll() {
     let db = test_db().await;
     // A poll interval of an hour: only the NOTIFY can get the job run inside the wait below.
-    let config = WorkerConfig { poll_interval: Duration::from_secs(3600), ..fast_config() };
+    let config = WorkerConfig {
+        poll_interval: Duration::from_secs(3600),
+        ..fast_config()
+    };
     let recorder = Recorder::default();
     let (shutdown, handle) = spawn_worker(&db.pool, config, recorder.clone());
     // Let the worker find the queue empty and go to sleep.
@@ -253,7 +331,10 @@ async fn a_notify_wakes_an_idle_worker_without_waiting_for_the_poll() {
     let id = enqueue_noop(&db.pool, json!({})).await;
     wait_for_state(&db.pool, "succeeded", 1).await;
     // A second one, inserted by plain SQL.
-    sqlx::query("INSERT INTO timelines.jobs (kind, payload) VALUES ('noop', '{}')").execute(&db.pool).await.unwrap();
+    sqlx::query("INSERT INTO timelines.jobs (kind, payload) VALUES ('noop', '{}')")
+        .execute(&db.pool)
+        .await
+        .unwrap();
     wait_for_state(&db.pool, "succeeded", 2).await;
     shutdown.begin();
     handle.await.unwrap().unwrap();
@@ -267,11 +348,18 @@ async fn a_job_cancelled_while_running_stays_cancelled() {
     let recorder = Recorder::slow(Duration::from_millis(500));
     let (shutdown, handle) = spawn_worker(&db.pool, fast_config(), recorder);
     wait_for_state(&db.pool, "running", 1).await;
-    let cancelled: bool = sqlx::query_scalar("SELECT timelines.cancel($1)").bind(id).fetch_one(&db.pool).await.unwrap();
+    let cancelled: bool = sqlx::query_scalar("SELECT timelines.cancel($1)")
+        .bind(id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
     assert!(cancelled);
     shutdown.begin();
     let stats = handle.await.unwrap().unwrap();
-    assert_eq!(stats.discarded.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(
+        stats.discarded.load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
     assert_eq!(state_of(&db.pool, id).await, "cancelled");
 }
 
@@ -280,27 +368,46 @@ async fn a_worker_that_lost_its_lease_cannot_overwrite_the_next_attempt() {
     let db = test_db().await;
     let id = enqueue_noop(&db.pool, json!({})).await;
     let kinds = noop_kinds();
-    let stale = q::claim(&db.pool, "old-worker", 1, Duration::from_secs(30), &kinds).await.unwrap().remove(0);
-    // The old worker's lease runs out and the job is rescued and claimed again.
-    sqlx::query("UPDATE timelines.jobs SET locked_until = now() - interval '1 second' WHERE id = $1")
-        .bind(id)
-        .execute(&db.pool)
+    let stale = q::claim(&db.pool, "old-worker", 1, Duration::from_secs(30), &kinds)
         .await
-        .unwrap();
+        .unwrap()
+        .remove(0);
+    // The old worker's lease runs out and the job is rescued and claimed again.
+    sqlx::query(
+        "UPDATE timelines.jobs SET locked_until = now() - interval '1 second' WHERE id = $1",
+    )
+    .bind(id)
+    .execute(&db.pool)
+    .await
+    .unwrap();
     assert_eq!(q::rescue_expired(&db.pool, 100).await.unwrap(), 1);
-    let fresh = q::claim(&db.pool, "new-worker", 1, Duration::from_secs(30), &kinds).await.unwrap().remove(0);
+    let fresh = q::claim(&db.pool, "new-worker", 1, Duration::from_secs(30), &kinds)
+        .await
+        .unwrap()
+        .remove(0);
     assert_eq!(fresh.attempts, 2);
     let done = |job: &timelines_sync::queue::Job| q::Finished {
         id: job.id,
         attempt: job.attempts,
-        completion: q::Completion::Failed { error: "late".into() },
+        completion: q::Completion::Failed {
+            error: "late".into(),
+        },
     };
-    let written = q::complete(&db.pool, "old-worker", &[done(&stale)]).await.unwrap();
-    assert!(written.is_empty());
-    assert_eq!(state_of(&db.pool, id).await, "running");
-    let written = q::complete(&db.pool, "new-worker", &[q::Finished { completion: q::Completion::Succeeded(None), ..done(&fresh) }])
+    let written = q::complete(&db.pool, "old-worker", &[done(&stale)])
         .await
         .unwrap();
+    assert!(written.is_empty());
+    assert_eq!(state_of(&db.pool, id).await, "running");
+    let written = q::complete(
+        &db.pool,
+        "new-worker",
+        &[q::Finished {
+            completion: q::Completion::Succeeded(None),
+            ..done(&fresh)
+        }],
+    )
+    .await
+    .unwrap();
     assert_eq!(written, vec![id]);
     assert_eq!(state_of(&db.pool, id).await, "succeeded");
 }

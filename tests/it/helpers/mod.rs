@@ -25,7 +25,10 @@ pub struct Recorder {
 impl Recorder {
     /// A recorder whose every attempt takes `delay`.
     pub fn slow(delay: Duration) -> Self {
-        Self { delay, ..Self::default() }
+        Self {
+            delay,
+            ..Self::default()
+        }
     }
     /// Each attempt of `job` returns the next outcome in `outcomes` (then `Done`).
     pub fn script(&self, job: i64, outcomes: Vec<Outcome>) {
@@ -57,7 +60,9 @@ impl Handler for Recorder {
         }
         let next = {
             let mut script = self.script.lock().unwrap();
-            script.get_mut(&id).and_then(|list| (!list.is_empty()).then(|| list.remove(0)))
+            script
+                .get_mut(&id)
+                .and_then(|list| (!list.is_empty()).then(|| list.remove(0)))
         };
         match next {
             Some(Outcome::Fail(reason)) if reason == "panic" => panic!("scripted panic"),
@@ -77,7 +82,11 @@ pub fn fast_config() -> WorkerConfig {
         poll_interval: Duration::from_millis(50),
         lease: Duration::from_secs(5),
         job_timeout: Duration::from_secs(30),
-        backoff: Backoff { base: Duration::from_secs(60), max: Duration::from_secs(600), jitter: 0.0 },
+        backoff: Backoff {
+            base: Duration::from_secs(60),
+            max: Duration::from_secs(600),
+            jitter: 0.0,
+        },
     }
 }
 
@@ -120,7 +129,10 @@ pub async fn wait_for_state(pool: &PgPool, state: &str, n: i64) {
         if count >= n {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {n} jobs in state {state} (have {count})");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {n} jobs in state {state} (have {count})"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -33,7 +33,8 @@ fn shared() -> &'static Shared {
                     Ok((shared, server)) => (Ok(shared), Some(server)),
                     Err(e) => (Err(e), None),
                 };
-                tx.send(result).expect("the test thread waits for the cluster");
+                tx.send(result)
+                    .expect("the test thread waits for the cluster");
                 if !failed {
                     // Keep the server (and this thread, its parent) alive for the whole process.
                     let _server = server;
@@ -43,7 +44,9 @@ fn shared() -> &'static Shared {
                 }
             })
             .expect("spawning the postgres owner thread");
-        rx.recv().expect("the owner thread answers").unwrap_or_else(|e| panic!("test cluster: {e:#}"))
+        rx.recv()
+            .expect("the owner thread answers")
+            .unwrap_or_else(|e| panic!("test cluster: {e:#}"))
     })
 }
 
@@ -52,34 +55,56 @@ fn start_cluster() -> anyhow::Result<(Shared, timelines_sync::pg::ChildServer)> 
     let root = std::env::temp_dir().join(format!("timelines-sync-test-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&root)?;
-    let cluster = Cluster::open(&root, ClusterOptions { durable: false, settings: Vec::new() })?;
+    let cluster = Cluster::open(
+        &root,
+        ClusterOptions {
+            durable: false,
+            settings: Vec::new(),
+        },
+    )?;
     let server = cluster.spawn_child()?;
     let admin_url = cluster.url(server.port(), "postgres");
     let url_prefix = admin_url.trim_end_matches("postgres").to_owned();
     let template_url = format!("{url_prefix}{TEMPLATE}");
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         let mut admin = PgConnection::connect(&admin_url).await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {TEMPLATE}"))).execute(&mut admin).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {TEMPLATE}")))
+            .execute(&mut admin)
+            .await?;
         let mut conn = PgConnection::connect(&template_url).await?;
         timelines_sync::db::MIGRATOR.run(&mut conn).await?;
         conn.close().await?;
         admin.close().await?;
         Ok::<_, anyhow::Error>(())
     })?;
-    Ok((Shared { admin_url, url_prefix }, server))
+    Ok((
+        Shared {
+            admin_url,
+            url_prefix,
+        },
+        server,
+    ))
 }
 
 /// Removes the directories of earlier test runs whose process is gone.
 fn remove_stale_roots() {
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name.strip_prefix("timelines-sync-test-").and_then(|p| p.parse::<i32>().ok()) else {
+        let Some(pid) = name
+            .strip_prefix("timelines-sync-test-")
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
             continue;
         };
         // SAFETY: kill with signal 0 only checks whether the process exists.
-        let alive = unsafe { libc::kill(pid, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        let alive = unsafe { libc::kill(pid, 0) } == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
         if !alive {
             let _ = std::fs::remove_dir_all(entry.path());
         }
@@ -97,14 +122,24 @@ pub struct TestDb {
 /// Creates a fresh database from the migrated template.
 pub async fn test_db() -> TestDb {
     let shared = shared();
-    let name = format!("test_{}_{}", std::process::id(), NEXT_DB.fetch_add(1, Ordering::Relaxed));
-    let mut admin = PgConnection::connect(&shared.admin_url).await.expect("admin connection");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name} TEMPLATE {TEMPLATE}")))
-        .execute(&mut admin)
+    let name = format!(
+        "test_{}_{}",
+        std::process::id(),
+        NEXT_DB.fetch_add(1, Ordering::Relaxed)
+    );
+    let mut admin = PgConnection::connect(&shared.admin_url)
         .await
-        .expect("creating a test database");
+        .expect("admin connection");
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE DATABASE {name} TEMPLATE {TEMPLATE}"
+    )))
+    .execute(&mut admin)
+    .await
+    .expect("creating a test database");
     let _ = admin.close().await;
     let url = format!("{}{name}", shared.url_prefix);
-    let pool = timelines_sync::db::connect(&url, 20).await.expect("connecting to the test database");
+    let pool = timelines_sync::db::connect(&url, 20)
+        .await
+        .expect("connecting to the test database");
     TestDb { pool, url }
 }
