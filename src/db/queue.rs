@@ -13,6 +13,7 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use sqlx::postgres::PgConnectOptions;
 use sqlx::{PgExecutor, PgPool};
 
 use crate::queue::Job;
@@ -43,6 +44,11 @@ pub struct Finished {
 
 /// Claims up to `limit` runnable jobs for `worker`, highest priority first, then oldest `run_at`,
 /// then id. `kinds` restricts the claim to the kinds this worker can run.
+///
+/// Run it on a connection made with [`claim_connect_options`]: the plan must be an ordered walk of
+/// `jobs_claim_idx` that stops after `limit` rows, and a queue table's statistics are stale by
+/// nature (100,000 rows bulk-inserted into a table last analysed empty), which otherwise makes
+/// the planner sort every due job on each claim (measured: 65 ms instead of 0.7 ms per claim).
 pub async fn claim(
     db: impl PgExecutor<'_>,
     worker: &str,
@@ -73,6 +79,17 @@ pub async fn claim(
     .bind(kinds)
     .fetch_all(db)
     .await
+}
+
+/// Options for the connections that claim: `options` with sorting and bitmap scans priced out,
+/// so the claim always walks the index in order whatever the statistics say. Only the claim runs
+/// on these connections. (A plpgsql function with `SET` clauses does the same but measured 40 %
+/// slower per claim.)
+pub fn claim_connect_options(options: &PgConnectOptions) -> PgConnectOptions {
+    options
+        .clone()
+        .options([("enable_sort", "off"), ("enable_bitmapscan", "off")])
+        .application_name("timelines-sync claim")
 }
 
 /// Writes the outcomes of finished attempts in one statement. Returns the ids written; an id
@@ -137,7 +154,8 @@ pub async fn complete(
                  ELSE NULL END,
              interrupted = false,
              locked_by = NULL,
-             locked_until = NULL
+             locked_until = NULL,
+             updated_at = now()
            FROM c
           WHERE j.id = c.id AND j.state = 'running' AND j.locked_by = $7 AND j.attempts = c.attempt
          RETURNING j.id",
@@ -194,7 +212,7 @@ pub async fn release(
              last_error = CASE WHEN $3 THEN 'attempt ' || attempts || ' interrupted: worker ' || $2
                                          || ' shut down while the job was running'
                                ELSE last_error END,
-             locked_by = NULL, locked_until = NULL
+             locked_by = NULL, locked_until = NULL, updated_at = now()
           WHERE id = ANY($1) AND state = 'running' AND locked_by = $2",
     )
     .bind(ids)
@@ -227,7 +245,8 @@ pub async fn rescue_expired(db: impl PgExecutor<'_>, limit: i64) -> sqlx::Result
                       || jsonb_build_array(jsonb_build_object('attempt', j.attempts, 'at', now(),
                              'error', format('interrupted: lease of worker %s expired', j.locked_by))),
              locked_by = NULL,
-             locked_until = NULL
+             locked_until = NULL,
+             updated_at = now()
            FROM stuck
           WHERE j.id = stuck.id",
     )

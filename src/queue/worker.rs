@@ -21,7 +21,7 @@ use std::time::Duration;
 use backon::{ExponentialBuilder, Retryable};
 use futures_util::FutureExt;
 use sqlx::PgPool;
-use sqlx::postgres::PgListener;
+use sqlx::postgres::{PgListener, PgPoolOptions};
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -228,6 +228,10 @@ impl<H: Handler> Worker<H> {
         wake: &Notify,
         tx: mpsc::Sender<q::Finished>,
     ) -> JoinSet<()> {
+        // The producer claims one batch at a time, so one connection is all it needs.
+        let claimer = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_lazy_with(q::claim_connect_options(&self.pool.connect_options()));
         let slots = Arc::new(Semaphore::new(self.config.concurrency));
         let mut tasks = JoinSet::new();
         let mut failures = 0u32;
@@ -246,14 +250,8 @@ impl<H: Handler> Worker<H> {
                 }
             }
             let wanted = permits.len();
-            let jobs = match q::claim(
-                &self.pool,
-                &self.config.id,
-                wanted,
-                self.config.lease,
-                kinds,
-            )
-            .await
+            let jobs = match q::claim(&claimer, &self.config.id, wanted, self.config.lease, kinds)
+                .await
             {
                 Ok(jobs) => {
                     failures = 0;
@@ -309,6 +307,7 @@ impl<H: Handler> Worker<H> {
                 }
             }
         }
+        claimer.close().await;
         tasks
     }
 }
