@@ -41,7 +41,7 @@ pub struct QueueBench {
     pub samples: usize,
     /// Worker instances for the one-job-at-a-time drain (each claims and completes one job per
     /// statement, as separate processes would).
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 16)]
     pub single_workers: usize,
     /// Run against this database instead of a throwaway cluster. Its `timelines.jobs` is EMPTIED.
     #[arg(long, value_name = "URL")]
