@@ -23,10 +23,17 @@ use crate::queue::Job;
 pub enum Completion {
     /// `succeeded`, with an optional result.
     Succeeded(Option<Value>),
-    /// Another attempt after `delay` (or `failed` when attempts are used up).
-    Retry { error: String, delay: Duration },
+    /// Another attempt after `delay` (or `failed` when attempts are used up). `uncertain`: the
+    /// attempt may have had its effect, so the next one is marked `interrupted`.
+    Retry {
+        error: String,
+        delay: Duration,
+        uncertain: bool,
+    },
     /// Run again after `delay` without using up the attempt.
     Snooze { delay: Duration },
+    /// `held` without using up the attempt; looked at again after `delay`.
+    Hold { reason: String, delay: Duration },
     /// `failed` for good.
     Failed { error: String },
 }
@@ -99,47 +106,53 @@ pub async fn complete(
     worker: &str,
     finished: &[Finished],
 ) -> sqlx::Result<Vec<i64>> {
+    // One array per column, unnested into rows in SQL: one statement for the whole batch.
     let n = finished.len();
-    let (mut ids, mut attempts, mut actions) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    let (mut results, mut errors, mut delays) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
+    let mut ids = Vec::with_capacity(n);
+    let mut attempts = Vec::with_capacity(n);
+    let mut actions = Vec::with_capacity(n);
+    let mut results = Vec::with_capacity(n);
+    let mut errors = Vec::with_capacity(n);
+    let mut delays = Vec::with_capacity(n);
+    let mut uncertain = Vec::with_capacity(n);
     for f in finished {
+        let (action, result, error, delay) = match &f.completion {
+            Completion::Succeeded(result) => ("done", result.clone(), None, Duration::ZERO),
+            Completion::Retry { error, delay, .. } => ("retry", None, Some(error.clone()), *delay),
+            Completion::Snooze { delay } => ("snooze", None, None, *delay),
+            Completion::Hold { reason, delay } => ("hold", None, Some(reason.clone()), *delay),
+            Completion::Failed { error } => ("fail", None, Some(error.clone()), Duration::ZERO),
+        };
         ids.push(f.id);
         attempts.push(f.attempt);
-        let (action, result, error, delay) = match &f.completion {
-            Completion::Succeeded(result) => ("done", result.clone(), None, 0.0),
-            Completion::Retry { error, delay } => {
-                ("retry", None, Some(error.clone()), delay.as_secs_f64())
-            }
-            Completion::Snooze { delay } => ("snooze", None, None, delay.as_secs_f64()),
-            Completion::Failed { error } => ("fail", None, Some(error.clone()), 0.0),
-        };
         actions.push(action);
         results.push(result);
         errors.push(error);
-        delays.push(delay);
+        delays.push(delay.as_secs_f64());
+        uncertain.push(matches!(
+            f.completion,
+            Completion::Retry {
+                uncertain: true,
+                ..
+            }
+        ));
     }
     sqlx::query_scalar(
         "WITH c AS (
-             SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::jsonb[], $5::text[], $6::float8[])
-                 AS c(id, attempt, action, result, error, delay))
+             SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::jsonb[], $5::text[], $6::float8[],
+                                  $8::bool[])
+                 AS c(id, attempt, action, result, error, delay, uncertain))
          UPDATE timelines.jobs j SET
              state = CASE
                  WHEN c.action = 'done' THEN 'succeeded'
                  WHEN c.action = 'fail' THEN 'failed'
                  WHEN c.action = 'retry' AND j.attempts >= j.max_attempts THEN 'failed'
                  WHEN c.action = 'retry' THEN 'retrying'
+                 WHEN c.action = 'hold' THEN 'held'
                  WHEN j.attempts > 1 OR j.interrupted THEN 'retrying'
                  ELSE 'queued' END,
-             attempts = CASE WHEN c.action = 'snooze' THEN j.attempts - 1 ELSE j.attempts END,
-             run_at = CASE WHEN c.action IN ('retry', 'snooze')
+             attempts = CASE WHEN c.action IN ('snooze', 'hold') THEN j.attempts - 1 ELSE j.attempts END,
+             run_at = CASE WHEN c.action IN ('retry', 'snooze', 'hold')
                            THEN now() + make_interval(secs => c.delay) ELSE j.run_at END,
              result = CASE WHEN c.action = 'done' THEN c.result ELSE j.result END,
              last_error = coalesce(c.error, j.last_error),
@@ -152,7 +165,8 @@ pub async fn complete(
                  WHEN c.action IN ('done', 'fail') THEN now()
                  WHEN c.action = 'retry' AND j.attempts >= j.max_attempts THEN now()
                  ELSE NULL END,
-             interrupted = false,
+             -- a snooze or hold did not run the job's effect: an earlier interruption still stands
+             interrupted = c.uncertain OR (c.action IN ('snooze', 'hold') AND j.interrupted),
              locked_by = NULL,
              locked_until = NULL,
              updated_at = now()
@@ -167,6 +181,7 @@ pub async fn complete(
     .bind(&errors)
     .bind(&delays)
     .bind(worker)
+    .bind(&uncertain)
     .fetch_all(db)
     .await
 }
@@ -249,6 +264,20 @@ pub async fn rescue_expired(db: impl PgExecutor<'_>, limit: i64) -> sqlx::Result
              updated_at = now()
            FROM stuck
           WHERE j.id = stuck.id",
+    )
+    .bind(limit)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Returns `held` jobs whose recheck time has come to the queue. Returns how many.
+pub async fn resume_held(db: impl PgExecutor<'_>, limit: i64) -> sqlx::Result<u64> {
+    let done = sqlx::query(
+        "UPDATE timelines.jobs SET state = CASE WHEN attempts > 0 OR interrupted THEN 'retrying' ELSE 'queued' END,
+                updated_at = now()
+          WHERE id IN (SELECT id FROM timelines.jobs WHERE state = 'held' AND run_at <= now()
+                        ORDER BY run_at LIMIT $1 FOR UPDATE SKIP LOCKED)",
     )
     .bind(limit)
     .execute(db)

@@ -38,16 +38,21 @@ impl Rescuer {
         Self { pool, config }
     }
 
-    /// Rescues every job whose lease has expired, in batches. Returns how many.
+    /// Rescues every job whose lease has expired, in batches, and returns `held` jobs whose
+    /// recheck time has come to the queue. Returns how many were rescued.
     pub async fn run_once(&self) -> sqlx::Result<u64> {
         let mut total = 0;
         loop {
             let rescued = q::rescue_expired(&self.pool, self.config.batch_size).await?;
             total += rescued;
             if rescued < self.config.batch_size as u64 {
-                return Ok(total);
+                break;
             }
         }
+        while q::resume_held(&self.pool, self.config.batch_size).await?
+            == self.config.batch_size as u64
+        {}
+        Ok(total)
     }
 
     /// Ticks until shutdown.

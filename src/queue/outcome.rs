@@ -17,9 +17,26 @@ pub enum Outcome {
         /// When to try again; `None` for the backoff schedule.
         delay: Option<Duration>,
     },
+    /// The attempt failed in a way that leaves its effect unknown (the request may have reached
+    /// the server: a timeout or a dropped connection after sending). Counts as an attempt like
+    /// `Retry`, and the next attempt sees `Job::interrupted`, so it checks before repeating.
+    Uncertain {
+        /// Why, stored in `last_error`.
+        error: String,
+        /// When to try again; `None` for the backoff schedule.
+        delay: Option<Duration>,
+    },
     /// Not now, but not a failure (rate limit, a resource not ready): run again after `delay`
     /// without using up an attempt.
     Snooze(Duration),
+    /// Waiting for something outside the job (quota, a send window): the job moves to `held`
+    /// without using up an attempt and is looked at again after `recheck_after`.
+    Hold {
+        /// Why, stored in `last_error`.
+        reason: String,
+        /// When to look again.
+        recheck_after: Duration,
+    },
     /// Will never succeed (bad request, not found): the job fails at once with this reason.
     Fail(String),
 }

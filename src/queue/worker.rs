@@ -342,7 +342,32 @@ async fn run_one<H: Handler>(
             let delay = delay
                 .unwrap_or_else(|| config.backoff.delay(attempt.max(1) as u32, rand::random()));
             tracing::warn!(job_id = id, %kind, attempt, %error, retry_in_s = delay.as_secs_f64(), "attempt failed");
-            q::Completion::Retry { error, delay }
+            q::Completion::Retry {
+                error,
+                delay,
+                uncertain: false,
+            }
+        }
+        Outcome::Uncertain { error, delay } => {
+            let delay = delay
+                .unwrap_or_else(|| config.backoff.delay(attempt.max(1) as u32, rand::random()));
+            tracing::warn!(job_id = id, %kind, attempt, %error, retry_in_s = delay.as_secs_f64(),
+                "attempt ended with an unknown effect; the next attempt checks before repeating it");
+            q::Completion::Retry {
+                error,
+                delay,
+                uncertain: true,
+            }
+        }
+        Outcome::Hold {
+            reason,
+            recheck_after,
+        } => {
+            tracing::info!(job_id = id, %kind, %reason, "job held");
+            q::Completion::Hold {
+                reason,
+                delay: recheck_after,
+            }
         }
         Outcome::Snooze(delay) => q::Completion::Snooze { delay },
         Outcome::Fail(error) => {

@@ -411,3 +411,55 @@ async fn a_worker_that_lost_its_lease_cannot_overwrite_the_next_attempt() {
     assert_eq!(written, vec![id]);
     assert_eq!(state_of(&db.pool, id).await, "succeeded");
 }
+
+#[tokio::test]
+async fn a_held_job_uses_no_attempt_and_comes_back_when_its_recheck_time_comes() {
+    let db = test_db().await;
+    let id = enqueue_noop(&db.pool, json!({})).await;
+    let recorder = Recorder::default();
+    recorder.script(
+        id,
+        vec![Outcome::Hold {
+            reason: "messaging quota used up".into(),
+            recheck_after: Duration::ZERO,
+        }],
+    );
+    let (shutdown, handle) = spawn_worker(&db.pool, fast_config(), recorder.clone());
+    wait_for_state(&db.pool, "held", 1).await;
+    let row = job_row(&db.pool, id).await;
+    assert_eq!(row["attempts"], 0);
+    assert_eq!(row["last_error"], "messaging quota used up");
+    let rescuer = timelines_sync::maintenance::Rescuer::new(db.pool.clone(), Default::default());
+    rescuer.run_once().await.unwrap();
+    wait_for_state(&db.pool, "succeeded", 1).await;
+    shutdown.begin();
+    handle.await.unwrap().unwrap();
+    assert_eq!(recorder.runs().len(), 2);
+    assert_eq!(job_row(&db.pool, id).await["attempts"], 1);
+}
+
+#[tokio::test]
+async fn after_an_uncertain_attempt_the_next_one_is_marked_interrupted() {
+    let db = test_db().await;
+    let id = enqueue_noop(&db.pool, json!({})).await;
+    let recorder = Recorder::default();
+    recorder.script(
+        id,
+        vec![Outcome::Uncertain {
+            error: "connection dropped after sending".into(),
+            delay: Some(Duration::ZERO),
+        }],
+    );
+    let (shutdown, handle) = spawn_worker(&db.pool, fast_config(), recorder.clone());
+    wait_for_state(&db.pool, "succeeded", 1).await;
+    shutdown.begin();
+    handle.await.unwrap().unwrap();
+    let runs = recorder.runs();
+    assert_eq!(
+        runs.iter()
+            .map(|j| (j.attempts, j.interrupted))
+            .collect::<Vec<_>>(),
+        vec![(1, false), (2, true)]
+    );
+    assert_eq!(job_row(&db.pool, id).await["interrupted"], false);
+}
