@@ -127,3 +127,18 @@ CREATE TABLE timelines.api_requests (
 );
 CREATE INDEX api_requests_time_idx ON timelines.api_requests (requested_at);
 CREATE INDEX api_requests_job_idx ON timelines.api_requests (job_id) WHERE job_id IS NOT NULL;
+
+-- The API's timestamps look like "2023-06-18 15:19:23 +0300" (not RFC 3339, §2.5 of the
+-- reference), which Postgres reads as is; RFC 3339 works too. Unreadable input gives NULL rather
+-- than failing a whole sync page.
+CREATE FUNCTION timelines.api_timestamp(value text) RETURNS timestamptz
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN value::timestamptz;
+EXCEPTION WHEN others THEN
+    RETURN NULL;
+END $$;
+
+-- True for a workspace that has no API token and runs against the built-in simulator (the
+-- zero-config demo): nothing it "sends" reaches WhatsApp.
+ALTER TABLE timelines.workspaces ADD COLUMN simulated boolean NOT NULL DEFAULT false;

@@ -78,7 +78,7 @@ pub async fn claim(
            FROM next
           WHERE j.id = next.id
          RETURNING j.id, j.workspace, j.kind, j.payload, j.priority, j.attempts, j.max_attempts,
-                   j.idempotency_key, j.interrupted, j.created_at",
+                   j.idempotency_key, j.interrupted, j.created_at, j.result",
     )
     .bind(limit as i64)
     .bind(worker)
@@ -184,6 +184,27 @@ pub async fn complete(
     .bind(&uncertain)
     .fetch_all(db)
     .await
+}
+
+/// Merges `progress` into the `result` of a job this worker is running, so a later attempt can
+/// pick up where this one stopped (e.g. a file already uploaded). Returns false if the job is no
+/// longer held.
+pub async fn checkpoint(
+    db: impl PgExecutor<'_>,
+    job_id: i64,
+    attempt: i32,
+    progress: &Value,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "UPDATE timelines.jobs SET result = coalesce(result, '{}') || $3, updated_at = now()
+          WHERE id = $1 AND attempts = $2 AND state = 'running'",
+    )
+    .bind(job_id)
+    .bind(attempt)
+    .bind(progress)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 /// Extends the lease of the jobs this worker is running. Returns how many leases were renewed.

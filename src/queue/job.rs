@@ -27,6 +27,9 @@ pub struct Job {
     pub interrupted: bool,
     /// When the job was created.
     pub created_at: DateTime<Utc>,
+    /// What earlier attempts recorded as progress (see `db::queue::checkpoint`), e.g. the uid of
+    /// a file uploaded before the send that failed.
+    pub result: Option<Value>,
 }
 
 impl Job {
