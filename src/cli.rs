@@ -40,12 +40,41 @@ pub enum Command {
         #[command(subcommand)]
         action: DbAction,
     },
+    /// Serve the built-in TimelinesAI API simulator until ctrl-c (for trying things out and for
+    /// tests of other tools).
+    Simulate(SimulateArgs),
     /// Run a benchmark and print its figures.
     Bench {
         /// Which benchmark.
         #[command(subcommand)]
         which: crate::bench::BenchCommand,
     },
+}
+
+/// `simulate` options.
+#[derive(Debug, clap::Args)]
+pub struct SimulateArgs {
+    /// Port on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = 8089)]
+    pub port: u16,
+    /// Bearer token the simulator accepts.
+    #[arg(long, default_value = crate::simulator::DEFAULT_TOKEN)]
+    pub token: String,
+    /// Requests accepted per window.
+    #[arg(long, default_value_t = 50)]
+    pub rate_limit: u32,
+    /// Length of the sliding rate-limit window, in seconds.
+    #[arg(long, default_value_t = 60.0)]
+    pub rate_window_seconds: f64,
+    /// Answer throttling with 403 instead of 429.
+    #[arg(long)]
+    pub throttle_as_403: bool,
+    /// Fraction of requests answered with a 5xx (no side effect).
+    #[arg(long, default_value_t = 0.0)]
+    pub error_rate: f64,
+    /// Fraction of sends whose connection drops after the message was created.
+    #[arg(long, default_value_t = 0.0)]
+    pub drop_rate: f64,
 }
 
 /// `db` actions.
@@ -86,6 +115,7 @@ pub fn execute(cli: Cli) -> anyhow::Result<()> {
                 close(pool, embedded).await
             }
             Command::Db { action } => db_command(&settings, action).await,
+            Command::Simulate(args) => simulate(args).await,
             Command::Bench { which } => crate::bench::run(which, &settings).await,
         }
     })
@@ -111,7 +141,7 @@ async fn db_command(settings: &Settings, action: DbAction) -> anyhow::Result<()>
             let (embedded, url) = startup::Embedded::start(settings).await?;
             let pool = db::connect(url.expose(), 2).await?;
             db::migrate(&pool).await?;
-            db::sync_workspaces(&pool, settings).await?;
+            db::sync_workspaces(&pool, settings, &settings.simulated_workspaces()).await?;
             pool.close().await;
             drop(embedded); // leave it running
             println!(
@@ -148,5 +178,41 @@ async fn db_command(settings: &Settings, action: DbAction) -> anyhow::Result<()>
             }
         }
     }
+    Ok(())
+}
+
+async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
+    use crate::simulator::{Faults, Simulator, SimulatorConfig};
+    anyhow::ensure!(
+        args.rate_window_seconds > 0.0 && args.rate_window_seconds.is_finite(),
+        "--rate-window-seconds must be a positive number"
+    );
+    let config = SimulatorConfig {
+        tokens: vec![args.token],
+        rate_limit: args.rate_limit,
+        rate_window: std::time::Duration::from_secs_f64(args.rate_window_seconds),
+        throttle_as_403: args.throttle_as_403,
+        faults: Faults {
+            error_rate: args.error_rate,
+            drop_after_side_effect_rate: args.drop_rate,
+            ..Faults::default()
+        },
+        ..SimulatorConfig::default()
+    };
+    let sim = Simulator::start(
+        config,
+        std::net::SocketAddr::from(([127, 0, 0, 1], args.port)),
+    )
+    .await?;
+    println!(
+        "TimelinesAI simulator listening; base URL {}",
+        sim.base_url()
+    );
+    println!(
+        "inspect: http://{}/_sim/stats and /_sim/messages; ctrl-c stops it",
+        sim.addr()
+    );
+    tokio::signal::ctrl_c().await?;
+    sim.shutdown().await;
     Ok(())
 }

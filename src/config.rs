@@ -164,6 +164,13 @@ impl Default for WorkspaceSettings {
 }
 
 impl WorkspaceSettings {
+    /// Whether this workspace runs against the built-in simulator: it has no token and keeps
+    /// the default `api_url` (the zero-config default). A custom `api_url` without a token is a
+    /// configuration error, reported at start-up.
+    pub fn uses_simulator(&self) -> bool {
+        self.resolved_token().is_none() && self.api_url == DEFAULT_API_URL
+    }
+
     /// The token, from `token` or the variable `token_env` names (validated at load time).
     pub fn resolved_token(&self) -> Option<Secret> {
         self.token.clone().or_else(|| {
@@ -355,6 +362,16 @@ impl Settings {
             default.token = Some(Secret(token));
             default.token_env = None;
         }
+    }
+
+    /// The workspaces that run against the built-in simulator (see
+    /// [`WorkspaceSettings::uses_simulator`]).
+    pub fn simulated_workspaces(&self) -> Vec<String> {
+        self.workspaces
+            .iter()
+            .filter(|(_, ws)| ws.uses_simulator())
+            .map(|(name, _)| name.clone())
+            .collect()
     }
 
     /// Checks every value; the first problem found is returned with its key.

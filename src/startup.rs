@@ -1,16 +1,19 @@
 //! Wires configuration, database and loops into the running service.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use sqlx::PgPool;
 
+use crate::apis::Apis;
 use crate::config::{Secret, Settings};
+use crate::dispatcher::Dispatcher;
+use crate::dispatcher::request_log::RequestLog;
 use crate::maintenance::{Pruner, PrunerConfig, Rescuer, RescuerConfig};
 use crate::pg::{Cluster, ClusterOptions};
-use crate::queue::{NoopHandler, Worker, WorkerConfig};
+use crate::queue::{Worker, WorkerConfig};
 use crate::shutdown::Shutdown;
+use crate::simulator::SimulatorConfig;
 use crate::{db, pg};
 
 /// The embedded cluster, when the service uses one.
@@ -83,14 +86,20 @@ pub async fn open_database(settings: &Settings) -> anyhow::Result<(PgPool, Optio
     };
     let pool = db::connect(url.expose(), settings.database.max_connections).await?;
     db::migrate(&pool).await?;
-    db::sync_workspaces(&pool, settings).await?;
+    db::sync_workspaces(&pool, settings, &settings.simulated_workspaces()).await?;
     Ok((pool, embedded))
 }
 
-/// Runs the service until `shutdown` completes: the worker and the maintenance loops.
+/// Runs the service until `shutdown` completes: the dispatcher and the maintenance loops.
 pub async fn run(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
     let (pool, embedded) = open_database(&settings).await?;
-    let result = run_on(pool.clone(), &settings, shutdown).await;
+    let result = run_on(
+        pool.clone(),
+        &settings,
+        SimulatorConfig::default(),
+        shutdown,
+    )
+    .await;
     pool.close().await;
     if let Some(embedded) = embedded {
         embedded
@@ -101,8 +110,16 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
     result
 }
 
-/// Runs the service's loops on an open, migrated database until shutdown.
-pub async fn run_on(pool: PgPool, settings: &Settings, shutdown: Shutdown) -> anyhow::Result<()> {
+/// Runs the service's loops on an open, migrated database until shutdown. Workspaces without a
+/// token use a built-in simulator configured by `simulator`.
+pub async fn run_on(
+    pool: PgPool,
+    settings: &Settings,
+    simulator: SimulatorConfig,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let (request_log, log_writer) = RequestLog::start(pool.clone());
+    let apis = Apis::build(settings, Some(request_log), simulator).await?;
     let m = &settings.maintenance;
     let rescuer = Rescuer::new(
         pool.clone(),
@@ -121,15 +138,25 @@ pub async fn run_on(pool: PgPool, settings: &Settings, shutdown: Shutdown) -> an
     );
     let rescuer = tokio::spawn(rescuer.run(shutdown.clone()));
     let pruner = tokio::spawn(pruner.run(shutdown.clone()));
-    // Until the TimelinesAI dispatcher lands, the service runs the diagnostic `noop` kind; jobs of
-    // the API kinds stay queued (they are not claimed) rather than failing.
+    let dispatcher = Dispatcher::new(pool.clone(), apis.clients.clone());
     let worker = Worker::new(
         pool,
         WorkerConfig::from_settings(&settings.dispatcher),
-        Arc::new(NoopHandler),
+        dispatcher,
     );
     let result = worker.run(shutdown.clone()).await.map(|_| ());
     let _ = tokio::join!(rescuer, pruner);
+    // The clients hold the request log's senders: drop them so the writer drains and ends.
+    let Apis {
+        clients, simulator, ..
+    } = apis;
+    drop(clients);
+    if let Err(error) = log_writer.await {
+        tracing::warn!(%error, "the request log writer failed");
+    }
+    if let Some(simulator) = simulator {
+        simulator.shutdown().await;
+    }
     result
 }
 

@@ -45,8 +45,13 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
         .context("failed to migrate the database")
 }
 
-/// Makes `timelines.workspaces` list exactly the configured workspaces.
-pub async fn sync_workspaces(pool: &PgPool, settings: &Settings) -> anyhow::Result<()> {
+/// Makes `timelines.workspaces` list exactly the configured workspaces; `simulated` names those
+/// running against the built-in simulator.
+pub async fn sync_workspaces(
+    pool: &PgPool,
+    settings: &Settings,
+    simulated: &[String],
+) -> anyhow::Result<()> {
     let mut tx = pool.begin().await?;
     // Serialise instances starting at once, so the last writer wins whole.
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext('timelines.workspaces'))")
@@ -55,21 +60,24 @@ pub async fn sync_workspaces(pool: &PgPool, settings: &Settings) -> anyhow::Resu
     let names: Vec<String> = settings.workspaces.keys().cloned().collect();
     for (name, ws) in &settings.workspaces {
         sqlx::query(
-            "INSERT INTO timelines.workspaces (name, api_url, rate_limit_per_minute, monthly_api_calls)
-             VALUES ($1, $2, $3, $4)
+            "INSERT INTO timelines.workspaces (name, api_url, rate_limit_per_minute, monthly_api_calls, simulated)
+             VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (name) DO UPDATE
                 SET api_url = EXCLUDED.api_url,
                     rate_limit_per_minute = EXCLUDED.rate_limit_per_minute,
                     monthly_api_calls = EXCLUDED.monthly_api_calls,
+                    simulated = EXCLUDED.simulated,
                     updated_at = now()
-              WHERE (workspaces.api_url, workspaces.rate_limit_per_minute, workspaces.monthly_api_calls)
+              WHERE (workspaces.api_url, workspaces.rate_limit_per_minute, workspaces.monthly_api_calls,
+                     workspaces.simulated)
                     IS DISTINCT FROM (EXCLUDED.api_url, EXCLUDED.rate_limit_per_minute,
-                                      EXCLUDED.monthly_api_calls)",
+                                      EXCLUDED.monthly_api_calls, EXCLUDED.simulated)",
         )
         .bind(name)
         .bind(&ws.api_url)
         .bind(ws.rate_limit_per_minute as i32)
         .bind(ws.monthly_api_calls as i32)
+        .bind(simulated.contains(name))
         .execute(&mut *tx)
         .await?;
     }

@@ -1,6 +1,7 @@
 //! The integration tests: one binary, one private Postgres cluster, a fresh database per test.
 
 mod cli;
+mod dispatcher;
 mod helpers;
 mod maintenance;
 mod queue;

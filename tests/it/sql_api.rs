@@ -484,7 +484,7 @@ async fn workspaces_follow_the_configuration_and_default_always_exists() {
     let text = "[workspaces.sales]\nrate_limit_per_minute = 20\n";
     let settings =
         timelines_sync::config::Settings::parse(text, std::path::Path::new("t.toml")).unwrap();
-    timelines_sync::db::sync_workspaces(&db.pool, &settings)
+    timelines_sync::db::sync_workspaces(&db.pool, &settings, &[])
         .await
         .unwrap();
     let names: Vec<(String, i32)> = sqlx::query_as(
@@ -501,7 +501,7 @@ async fn workspaces_follow_the_configuration_and_default_always_exists() {
 
     let settings =
         timelines_sync::config::Settings::parse("", std::path::Path::new("t.toml")).unwrap();
-    timelines_sync::db::sync_workspaces(&db.pool, &settings)
+    timelines_sync::db::sync_workspaces(&db.pool, &settings, &[])
         .await
         .unwrap();
     let names: Vec<String> = sqlx::query_scalar("SELECT name FROM timelines.workspaces")

@@ -11,7 +11,7 @@ use sqlx::PgPool;
 use timelines_sync::queue::backoff::Backoff;
 use timelines_sync::queue::{Handler, Job, Outcome, WorkerConfig, new_worker_id};
 
-pub use postgres::test_db;
+pub use postgres::{TestDb, test_db};
 
 /// A handler for `noop` jobs whose outcome each test scripts, and which records every attempt.
 #[derive(Clone, Default)]
