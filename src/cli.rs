@@ -43,6 +43,9 @@ pub enum Command {
     /// Serve the built-in TimelinesAI API simulator until ctrl-c (for trying things out and for
     /// tests of other tools).
     Simulate(SimulateArgs),
+    /// See the whole flow: embedded Postgres + built-in simulator, a batch of varied jobs, live
+    /// progress, a summary. Never talks to the real API.
+    Demo,
     /// Run a benchmark and print its figures.
     Bench {
         /// Which benchmark.
@@ -116,6 +119,7 @@ pub fn execute(cli: Cli) -> anyhow::Result<()> {
             }
             Command::Db { action } => db_command(&settings, action).await,
             Command::Simulate(args) => simulate(args).await,
+            Command::Demo => crate::demo::run(&settings).await,
             Command::Bench { which } => crate::bench::run(which, &settings).await,
         }
     })

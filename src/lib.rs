@@ -18,6 +18,7 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod demo;
 pub mod dispatcher;
 pub mod maintenance;
 pub mod pg;

@@ -111,6 +111,19 @@ impl Dispatcher {
         }))
     }
 
+    /// The direct chat with `phone` if the cache or the mirror table knows it (no API call).
+    pub async fn known_chat_for_phone(
+        &self,
+        workspace: &str,
+        phone: &str,
+    ) -> Result<Option<i64>, Failure> {
+        let key = (workspace.to_owned(), phone.to_owned());
+        if let Some(id) = self.chats.lock().expect("chat cache lock").get(&key) {
+            return Ok(Some(*id));
+        }
+        Ok(store::chat_id_for_phone(&self.pool, workspace, phone).await?)
+    }
+
     /// The direct chat with `phone`: from the cache, the mirror table, or `GET /chats?phone=`.
     /// `None` when the workspace has no chat with that phone.
     pub async fn chat_for_phone(
@@ -120,10 +133,7 @@ impl Dispatcher {
         phone: &str,
     ) -> Result<Option<i64>, Failure> {
         let key = (workspace.to_owned(), phone.to_owned());
-        if let Some(id) = self.chats.lock().expect("chat cache lock").get(&key) {
-            return Ok(Some(*id));
-        }
-        let mut found = store::chat_id_for_phone(&self.pool, workspace, phone).await?;
+        let mut found = self.known_chat_for_phone(workspace, phone).await?;
         if found.is_none() {
             let filter = ChatFilter {
                 phone: Some(phone.to_owned()),

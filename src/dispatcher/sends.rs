@@ -182,7 +182,9 @@ async fn send(d: &Dispatcher, job: &Job, p: &SendPayload, file_uid: Option<Strin
     };
     let chat_id = match target {
         Target::Chat(id) => Some(id),
-        _ => None,
+        // Known only if the chat existed before; a new chat's id is learnt on first lookup.
+        Target::Phone(phone) => d.known_chat_for_phone(&job.workspace, &phone).await?,
+        Target::Jid(_) => None,
     };
     let sent = store::SentMessage {
         uid: &accepted.message_uid,

@@ -9,7 +9,8 @@
 //!   `faults`: injected 5xx, 200-with-error, dropped connections.
 //! - `routes_send` (#1–#5), `routes_messages` (#6–#9, #13), `routes_chats` (#10–#12, #14–#17),
 //!   `routes_files` (#18–#22), `routes_workspace` (#23–#27), `routes_webhooks` (#28–#32);
-//!   `messaging`: what a send or a received message does; `lifecycle`: statuses and credits.
+//!   `messaging`: what a send or a received message does; `targets`: which chat a send goes
+//!   to; `lifecycle`: statuses and credits.
 //! - `render`: JSON shapes and the timestamp format; `reply`: envelopes and HTML pages;
 //!   `validate`: body and query parsing; `webhooks`: outbound events; `inspect`: `/_sim/…`.
 //!
@@ -51,6 +52,7 @@ mod routes_webhooks;
 mod routes_workspace;
 mod seed;
 mod state;
+mod targets;
 mod validate;
 mod webhooks;
 
@@ -208,8 +210,8 @@ impl Simulator {
     }
 
     /// Simulates the contact `phone` (E.164) writing `text` to the default account: creates the
-    /// chat if needed and fires the received-message webhooks. Returns the message uid, or
-    /// `None` when `phone` is not E.164.
+    /// chat if needed and fires the received-message webhooks (call it inside a Tokio runtime).
+    /// Returns the message uid, or `None` when `phone` is not E.164.
     pub fn receive_message(&self, phone: &str, text: &str) -> Option<String> {
         messaging::receive(&self.sim, phone, text, None).ok()
     }

@@ -29,6 +29,14 @@ impl FieldError {
         Self::at("query", field, msg)
     }
 
+    /// An error about the request body as a whole.
+    pub fn whole_body(msg: impl Into<String>) -> Self {
+        Self {
+            fields: vec!["body".to_owned()],
+            msg: msg.into(),
+        }
+    }
+
     pub fn at(location: &str, field: &str, msg: impl Into<String>) -> Self {
         Self {
             fields: vec![location.to_owned(), field.to_owned()],

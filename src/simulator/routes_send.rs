@@ -5,10 +5,11 @@ use axum::extract::multipart::MultipartRejection;
 use axum::extract::{Multipart, Path, State};
 use serde_json::json;
 
-use super::messaging::{self, Outgoing, Target};
+use super::messaging::{self, Outgoing};
 use super::reply::{ApiError, ApiResult, FieldError, ok};
 use super::routes_files::{new_file, read_form};
 use super::state::Shared;
+use super::targets::Target;
 use super::validate::{
     Fields, JsonObject, MAX_CHAT_NAME_CHARS, check_label, check_phone, check_text,
 };

@@ -37,30 +37,24 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
                     .starts_with("application/json")
             });
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            ApiError::invalid(FieldError::at("body", "", format!("unreadable body: {e}")))
+            ApiError::invalid(FieldError::whole_body(format!("unreadable body: {e}")))
         })?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Self(Map::new()));
         }
         if !is_json {
-            return Err(ApiError::invalid(FieldError::at(
-                "body",
-                "",
+            return Err(ApiError::invalid(FieldError::whole_body(
                 "the body must be JSON with Content-Type: application/json",
             )));
         }
         match serde_json::from_slice::<Value>(&bytes) {
             Ok(Value::Object(map)) => Ok(Self(map)),
-            Ok(_) => Err(ApiError::invalid(FieldError::at(
-                "body",
-                "",
+            Ok(_) => Err(ApiError::invalid(FieldError::whole_body(
                 "the body must be a JSON object",
             ))),
-            Err(e) => Err(ApiError::invalid(FieldError::at(
-                "body",
-                "",
-                format!("invalid JSON: {e}"),
-            ))),
+            Err(e) => Err(ApiError::invalid(FieldError::whole_body(format!(
+                "invalid JSON: {e}"
+            )))),
         }
     }
 }
