@@ -183,7 +183,13 @@ async fn send(d: &Dispatcher, job: &Job, p: &SendPayload, file_uid: Option<Strin
     let chat_id = match target {
         Target::Chat(id) => Some(id),
         // Known only if the chat existed before; a new chat's id is learnt on first lookup.
-        Target::Phone(phone) => d.known_chat_for_phone(&job.workspace, &phone).await?,
+        // After the send nothing may fail the attempt (a retry would send again): a failed
+        // lookup just leaves the id out.
+        Target::Phone(phone) => d
+            .known_chat_for_phone(&job.workspace, &phone)
+            .await
+            .ok()
+            .flatten(),
         Target::Jid(_) => None,
     };
     let sent = store::SentMessage {
