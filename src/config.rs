@@ -235,6 +235,8 @@ pub struct MaintenanceSettings {
     pub rescue_interval_seconds: u64,
     /// How long finished jobs (succeeded, failed, cancelled) are kept, in hours.
     pub retention_hours: u64,
+    /// How long rows of `timelines.api_requests` are kept, in hours.
+    pub request_log_retention_hours: u64,
     /// How often the pruner runs, in seconds.
     pub prune_interval_seconds: u64,
     /// Rows deleted per statement, so pruning never holds long locks.
@@ -246,6 +248,7 @@ impl Default for MaintenanceSettings {
         Self {
             rescue_interval_seconds: 5,
             retention_hours: 7 * 24,
+            request_log_retention_hours: 30 * 24,
             prune_interval_seconds: 300,
             prune_batch_size: 10_000,
         }

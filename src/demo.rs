@@ -176,7 +176,8 @@ async fn progress(pool: &PgPool, ids: &[i64]) -> anyhow::Result<(u64, String)> {
 }
 
 async fn summary(pool: &PgPool, ids: &[i64]) -> anyhow::Result<()> {
-    let rows: Vec<(i64, String, String, i32, Option<Value>, Option<String>)> = sqlx::query_as(
+    type Row = (i64, String, String, i32, Option<Value>, Option<String>);
+    let rows: Vec<Row> = sqlx::query_as(
         "SELECT id, kind, state, attempts, result, last_error FROM timelines.jobs WHERE id = ANY($1) ORDER BY id",
     )
     .bind(ids)

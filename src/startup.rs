@@ -133,6 +133,7 @@ pub async fn run_on(
         PrunerConfig {
             interval: Duration::from_secs(m.prune_interval_seconds),
             retention: Duration::from_secs(m.retention_hours * 3600),
+            request_log_retention: Duration::from_secs(m.request_log_retention_hours * 3600),
             batch_size: m.prune_batch_size,
         },
     );

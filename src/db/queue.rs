@@ -328,6 +328,26 @@ pub async fn prune_finished(
     Ok(done.rows_affected())
 }
 
+/// Deletes up to `limit` rows of the request log older than `retention`. Returns how many.
+pub async fn prune_request_log(
+    db: impl PgExecutor<'_>,
+    retention: Duration,
+    limit: i64,
+) -> sqlx::Result<u64> {
+    let done = sqlx::query(
+        "DELETE FROM timelines.api_requests WHERE id IN (
+             SELECT id FROM timelines.api_requests
+              WHERE requested_at < now() - make_interval(secs => $1)
+              ORDER BY requested_at
+              LIMIT $2)",
+    )
+    .bind(retention.as_secs_f64())
+    .bind(limit)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 /// Enqueues a job through `timelines.enqueue` (the same function users call from SQL).
 pub async fn enqueue(db: impl PgExecutor<'_>, new: &NewJob) -> sqlx::Result<i64> {
     sqlx::query_scalar(

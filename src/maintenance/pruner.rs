@@ -15,6 +15,8 @@ pub struct PrunerConfig {
     pub interval: Duration,
     /// Finished jobs younger than this are kept.
     pub retention: Duration,
+    /// Rows of `timelines.api_requests` younger than this are kept.
+    pub request_log_retention: Duration,
     /// Rows deleted per statement.
     pub batch_size: i64,
 }
@@ -24,6 +26,7 @@ impl Default for PrunerConfig {
         Self {
             interval: Duration::from_secs(300),
             retention: Duration::from_secs(7 * 24 * 3600),
+            request_log_retention: Duration::from_secs(30 * 24 * 3600),
             batch_size: 10_000,
         }
     }
@@ -41,8 +44,9 @@ impl Pruner {
         Self { pool, config }
     }
 
-    /// Deletes every finished job past retention, batch by batch. Returns how many. Runs only in
-    /// the instance that holds the pruner's advisory lock; the others return 0 at once.
+    /// Deletes every finished job and request-log row past retention, batch by batch. Returns how
+    /// many jobs. Runs only in the instance that holds the pruner's advisory lock; the others
+    /// return 0 at once.
     pub async fn run_once(&self) -> sqlx::Result<u64> {
         let mut conn = self.pool.acquire().await?;
         let locked: bool =
@@ -52,23 +56,36 @@ impl Pruner {
         if !locked {
             return Ok(0);
         }
-        let mut total = 0;
-        let result = loop {
-            match q::prune_finished(&mut *conn, self.config.retention, self.config.batch_size).await
-            {
-                Ok(deleted) => {
-                    total += deleted;
-                    if deleted < self.config.batch_size as u64 {
-                        break Ok(total);
-                    }
-                }
-                Err(error) => break Err(error),
-            }
-        };
+        let result = self.prune(&mut conn).await;
         sqlx::query("SELECT pg_advisory_unlock(hashtext('timelines.pruner'))")
             .execute(&mut *conn)
             .await?;
         result
+    }
+
+    async fn prune(&self, conn: &mut sqlx::PgConnection) -> sqlx::Result<u64> {
+        let batch = self.config.batch_size;
+        let mut total = 0;
+        loop {
+            let deleted = q::prune_finished(&mut *conn, self.config.retention, batch).await?;
+            total += deleted;
+            if deleted < batch as u64 {
+                break;
+            }
+        }
+        let mut requests = 0;
+        loop {
+            let deleted =
+                q::prune_request_log(&mut *conn, self.config.request_log_retention, batch).await?;
+            requests += deleted;
+            if deleted < batch as u64 {
+                break;
+            }
+        }
+        if requests > 0 {
+            tracing::info!(requests, "pruned request log rows past retention");
+        }
+        Ok(total)
     }
 
     /// Ticks until shutdown.

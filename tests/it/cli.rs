@@ -106,7 +106,7 @@ async fn migrate_and_status_work_against_a_database_url() {
 }
 
 #[tokio::test]
-async fn run_executes_jobs_and_stops_cleanly_on_sigterm() {
+async fn run_without_a_token_sends_through_the_built_in_simulator_and_stops_on_sigterm() {
     let db = test_db().await;
     let child = binary()
         .env("DATABASE_URL", &db.url)
@@ -115,11 +115,19 @@ async fn run_executes_jobs_and_stops_cleanly_on_sigterm() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    sqlx::query("SELECT timelines.enqueue('noop', '{}')")
-        .execute(&db.pool)
+    let id: i64 = sqlx::query_scalar("SELECT timelines.enqueue('send_message', '{\"phone\": \"+14155550123\", \"text\": \"hi\"}')")
+        .fetch_one(&db.pool)
         .await
         .unwrap();
     wait_for_state(&db.pool, "succeeded", 1).await;
+    let row = crate::helpers::job_row(&db.pool, id).await;
+    assert!(row["result"]["message_uid"].is_string(), "{row}");
+    let simulated: bool =
+        sqlx::query_scalar("SELECT simulated FROM timelines.workspaces WHERE name = 'default'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert!(simulated);
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = tokio::task::spawn_blocking(move || child.wait_with_output())
@@ -132,10 +140,62 @@ async fn run_executes_jobs_and_stops_cleanly_on_sigterm() {
         String::from_utf8_lossy(&status.stderr)
     );
     let stderr = String::from_utf8_lossy(&status.stderr);
+    assert!(stderr.contains("built-in simulator"), "{stderr}");
     assert!(
         stderr.contains("shutdown requested") && stderr.contains("worker stopped"),
         "{stderr}"
     );
+}
+
+#[tokio::test]
+async fn the_api_token_appears_in_no_log_line_even_at_trace_level() {
+    use timelines_sync::simulator::{Simulator, SimulatorConfig};
+    let token = "tok-9c1e77d2-do-not-log";
+    let sim = Simulator::start(
+        SimulatorConfig {
+            tokens: vec![token.into()],
+            ..SimulatorConfig::default()
+        },
+        ([127, 0, 0, 1], 0).into(),
+    )
+    .await
+    .unwrap();
+    let db = test_db().await;
+    let child = binary()
+        .env("DATABASE_URL", &db.url)
+        .env("TIMELINES_API_URL", sim.base_url())
+        .env("TIMELINES_API_TOKEN", token)
+        .env("RUST_LOG", "trace")
+        .arg("run")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    sqlx::query("SELECT timelines.enqueue('send_message', '{\"phone\": \"+14155550123\", \"text\": \"hi\"}')")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "SELECT timelines.enqueue('refresh_message', '{\"message_uid\": \"no-such-message\"}')",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    wait_for_state(&db.pool, "succeeded", 1).await;
+    wait_for_state(&db.pool, "failed", 1).await;
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.lines().count() > 20,
+        "trace logging was on: {stderr}"
+    );
+    assert!(!stderr.contains(token), "the token leaked into the logs");
+    assert_eq!(sim.stats().messages_sent, 1, "the real token was used");
 }
 
 #[tokio::test]

@@ -226,3 +226,30 @@ async fn the_pruner_deletes_only_finished_jobs_past_retention_in_batches() {
     assert_eq!(left, vec![("queued".into(), 5), ("succeeded".into(), 5)]);
     assert_eq!(pruner.run_once().await.unwrap(), 0);
 }
+
+#[tokio::test]
+async fn the_pruner_trims_the_request_log_to_its_retention() {
+    let db = test_db().await;
+    sqlx::query(
+        "INSERT INTO timelines.api_requests (workspace, method, path, status, duration_ms, requested_at)
+         SELECT 'default', 'GET', '/chats', 200, 12.5, now() - make_interval(days => g)
+           FROM generate_series(0, 39) g",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let pruner = Pruner::new(
+        db.pool.clone(),
+        PrunerConfig {
+            request_log_retention: Duration::from_secs(30 * 24 * 3600),
+            batch_size: 4,
+            ..PrunerConfig::default()
+        },
+    );
+    pruner.run_once().await.unwrap();
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM timelines.api_requests")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 30);
+}
