@@ -159,26 +159,26 @@ impl Dispatcher {
         Ok(found)
     }
 
-    /// The chat a job addresses: its `chat_id`, or the direct chat with its `phone`.
-    async fn chat_of(
-        &self,
-        client: &Client,
-        job: &Job,
-        chat_id: Option<i64>,
-        phone: Option<&str>,
-    ) -> Result<i64, Failure> {
-        if let Some(id) = chat_id {
-            return Ok(id);
+    /// The job's client and the chat it addresses: its `chat_id`, or the direct chat with its
+    /// `phone`.
+    async fn addressed(&self, job: &Job, chat: &ChatRef) -> Result<(Client, i64), Failure> {
+        let client = self.client(job)?;
+        if let Some(id) = chat.chat_id.as_ref().and_then(sends::IdValue::get) {
+            return Ok((client, id));
         }
-        let phone = phone
+        let phone = chat
+            .phone
+            .as_deref()
             .ok_or_else(|| Failure::Permanent("\"chat_id\" or \"phone\" is required".into()))?;
-        self.chat_for_phone(client, &job.workspace, phone)
+        let id = self
+            .chat_for_phone(&client, &job.workspace, phone)
             .await?
             .ok_or_else(|| {
                 Failure::Permanent(format!(
                     "no chat with {phone} exists in the workspace (send it a message first)"
                 ))
-            })
+            })?;
+        Ok((client, id))
     }
 
     /// Records progress of this attempt in `jobs.result` for a later attempt.
@@ -209,6 +209,13 @@ impl Dispatcher {
             ))),
         }
     }
+}
+
+/// The `chat_id` / `phone` pair by which most kinds name a chat (flattened into their payloads).
+#[derive(Debug, serde::Deserialize)]
+pub struct ChatRef {
+    chat_id: Option<sends::IdValue>,
+    phone: Option<String>,
 }
 
 /// Parses a job's payload into the kind's payload type. The database validated it at insert

@@ -5,8 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::sends::IdValue;
-use super::{Attempt, Dispatcher, Failure, payload, store};
+use super::{Attempt, ChatRef, Dispatcher, Failure, payload, store};
 use crate::queue::Job;
 use crate::timelines::request::{ChatFilter, ChatUpdate, MessageQuery};
 
@@ -16,8 +15,8 @@ const MAX_SYNC_PAGES: u32 = 1000;
 
 #[derive(Debug, Deserialize)]
 struct LabelsPayload {
-    chat_id: Option<IdValue>,
-    phone: Option<String>,
+    #[serde(flatten)]
+    chat: ChatRef,
     labels: Vec<String>,
     replace: Option<bool>,
 }
@@ -25,15 +24,7 @@ struct LabelsPayload {
 /// `add_labels`: PUT adds, POST replaces (the reference's §5.2).
 pub async fn add_labels(d: &Dispatcher, job: &Job) -> Attempt {
     let p: LabelsPayload = payload(job)?;
-    let client = d.client(job)?;
-    let chat_id = d
-        .chat_of(
-            &client,
-            job,
-            p.chat_id.as_ref().and_then(IdValue::get),
-            p.phone.as_deref(),
-        )
-        .await?;
+    let (client, chat_id) = d.addressed(job, &p.chat).await?;
     let labels = if p.replace.unwrap_or(false) {
         client.replace_chat_labels(chat_id, &p.labels).await?
     } else {
@@ -50,8 +41,8 @@ pub async fn add_labels(d: &Dispatcher, job: &Job) -> Attempt {
 
 #[derive(Debug, Deserialize)]
 struct UpdatePayload {
-    chat_id: Option<IdValue>,
-    phone: Option<String>,
+    #[serde(flatten)]
+    chat: ChatRef,
     name: Option<String>,
     responsible: Option<String>,
     closed: Option<bool>,
@@ -62,15 +53,7 @@ struct UpdatePayload {
 /// `update_chat`: PATCH the chat; the answer (when the API returns the chat) is mirrored.
 pub async fn update_chat(d: &Dispatcher, job: &Job) -> Attempt {
     let p: UpdatePayload = payload(job)?;
-    let client = d.client(job)?;
-    let chat_id = d
-        .chat_of(
-            &client,
-            job,
-            p.chat_id.as_ref().and_then(IdValue::get),
-            p.phone.as_deref(),
-        )
-        .await?;
+    let (client, chat_id) = d.addressed(job, &p.chat).await?;
     let update = ChatUpdate {
         name: p.name,
         responsible: p.responsible,
@@ -201,8 +184,8 @@ pub async fn sync_chats(d: &Dispatcher, job: &Job) -> Attempt {
 
 #[derive(Debug, Deserialize)]
 struct ChatMessagesPayload {
-    chat_id: Option<IdValue>,
-    phone: Option<String>,
+    #[serde(flatten)]
+    chat: ChatRef,
     after: Option<String>,
     before: Option<String>,
     after_message: Option<String>,
@@ -212,15 +195,7 @@ struct ChatMessagesPayload {
 /// `sync_chat_messages`: a chat's history, page by page, into `timelines.messages`.
 pub async fn sync_chat_messages(d: &Dispatcher, job: &Job) -> Attempt {
     let p: ChatMessagesPayload = payload(job)?;
-    let client = d.client(job)?;
-    let chat_id = d
-        .chat_of(
-            &client,
-            job,
-            p.chat_id.as_ref().and_then(IdValue::get),
-            p.phone.as_deref(),
-        )
-        .await?;
+    let (client, chat_id) = d.addressed(job, &p.chat).await?;
     let mut query = MessageQuery {
         after: parse_time("after", p.after.as_deref())?,
         before: parse_time("before", p.before.as_deref())?,

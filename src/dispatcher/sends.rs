@@ -9,7 +9,7 @@ use chrono::Duration as ChronoDuration;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Attempt, Dispatcher, Failure, payload, store};
+use super::{Attempt, ChatRef, Dispatcher, Failure, payload, store};
 use crate::queue::{Job, Outcome};
 use crate::timelines::request::{
     MessageQuery, SendInChat, SendToJid, SendToPhone, SortOrder, UploadFromUrl,
@@ -288,8 +288,8 @@ async fn already_sent(
 
 #[derive(Debug, Deserialize)]
 struct NotePayload {
-    chat_id: Option<IdValue>,
-    phone: Option<String>,
+    #[serde(flatten)]
+    chat: ChatRef,
     text: String,
     is_private: Option<bool>,
 }
@@ -297,15 +297,7 @@ struct NotePayload {
 /// `add_note`: a note is a message of type Note, so it gets the same duplicate check.
 pub async fn add_note(d: &Dispatcher, job: &Job) -> Attempt {
     let p: NotePayload = payload(job)?;
-    let client = d.client(job)?;
-    let chat_id = d
-        .chat_of(
-            &client,
-            job,
-            p.chat_id.as_ref().and_then(IdValue::get),
-            p.phone.as_deref(),
-        )
-        .await?;
+    let (client, chat_id) = d.addressed(job, &p.chat).await?;
     if job.interrupted
         && let Some(found) = already_sent(
             d,
@@ -379,23 +371,15 @@ pub async fn upload_file(d: &Dispatcher, job: &Job) -> Attempt {
 
 #[derive(Debug, Deserialize)]
 struct VoicePayload {
-    chat_id: Option<IdValue>,
-    phone: Option<String>,
+    #[serde(flatten)]
+    chat: ChatRef,
     audio_url: String,
 }
 
 /// `send_voice`: download the audio from `audio_url`, then send it as a voice note.
 pub async fn send_voice(d: &Dispatcher, job: &Job) -> Attempt {
     let p: VoicePayload = payload(job)?;
-    let client = d.client(job)?;
-    let chat_id = d
-        .chat_of(
-            &client,
-            job,
-            p.chat_id.as_ref().and_then(IdValue::get),
-            p.phone.as_deref(),
-        )
-        .await?;
+    let (client, chat_id) = d.addressed(job, &p.chat).await?;
     if job.interrupted
         && let Some(found) =
             already_sent(d, &client, job, &Target::Chat(chat_id), None, true, false).await?
@@ -411,7 +395,7 @@ pub async fn send_voice(d: &Dispatcher, job: &Job) -> Attempt {
         chat_id: Some(chat_id),
         job_id: job.id,
         text: None,
-        phone: p.phone.as_deref(),
+        phone: p.chat.phone.as_deref(),
         has_attachment: true,
         message_type: "whatsapp",
     };
