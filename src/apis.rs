@@ -34,9 +34,17 @@ impl Apis {
         let simulated = settings.simulated_workspaces();
         let mut real = Vec::new();
         for (name, ws) in &settings.workspaces {
-            if let Some(token) = ws.resolved_token().filter(|_| !simulated.contains(name)) {
-                real.push((name.clone(), ws.api_url.clone(), token));
+            if simulated.contains(name) {
+                continue;
             }
+            let token = ws.resolved_token().with_context(|| {
+                format!(
+                    "config key `workspaces.{name}.token`: workspace {name} has no API token; set token, \
+                     token_env or (for default) TIMELINES_API_TOKEN, or `simulator = true` to use the \
+                     built-in simulator"
+                )
+            })?;
+            real.push((name.clone(), ws.api_url.clone(), token));
         }
         let observer = log.map(observer);
         let options = ClientOptions::default();

@@ -149,6 +149,9 @@ pub struct WorkspaceSettings {
     pub rate_limit_per_minute: u32,
     /// API calls per calendar month (TimelinesAI: 200,000).
     pub monthly_api_calls: u32,
+    /// Send this workspace's jobs to the built-in simulator instead of the API (nothing reaches
+    /// WhatsApp). Implied when nothing at all is configured (no token, no database URL).
+    pub simulator: bool,
 }
 
 impl Default for WorkspaceSettings {
@@ -159,18 +162,12 @@ impl Default for WorkspaceSettings {
             token_env: None,
             rate_limit_per_minute: 50,
             monthly_api_calls: 200_000,
+            simulator: false,
         }
     }
 }
 
 impl WorkspaceSettings {
-    /// Whether this workspace runs against the built-in simulator: it has no token and keeps
-    /// the default `api_url` (the zero-config default). A custom `api_url` without a token is a
-    /// configuration error, reported at start-up.
-    pub fn uses_simulator(&self) -> bool {
-        self.resolved_token().is_none() && self.api_url == DEFAULT_API_URL
-    }
-
     /// The token, from `token` or the variable `token_env` names (validated at load time).
     pub fn resolved_token(&self) -> Option<Secret> {
         self.token.clone().or_else(|| {
@@ -367,12 +364,20 @@ impl Settings {
         }
     }
 
-    /// The workspaces that run against the built-in simulator (see
-    /// [`WorkspaceSettings::uses_simulator`]).
+    /// The workspaces that run against the built-in simulator: those with `simulator = true`,
+    /// and, when nothing is configured at all (no database URL), those without a token. With a
+    /// database configured, a missing token is an error at `run`, never a silent switch to the
+    /// simulator.
     pub fn simulated_workspaces(&self) -> Vec<String> {
+        let zero_config = self.database.url.is_none();
         self.workspaces
             .iter()
-            .filter(|(_, ws)| ws.uses_simulator())
+            .filter(|(_, ws)| {
+                ws.simulator
+                    || (zero_config
+                        && ws.resolved_token().is_none()
+                        && ws.api_url == DEFAULT_API_URL)
+            })
             .map(|(name, _)| name.clone())
             .collect()
     }

@@ -10,7 +10,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use crate::config::{DEFAULT_WORKSPACE, Settings, WorkspaceSettings};
+use crate::config::{Settings, WorkspaceSettings};
+
+/// The workspace the demo's jobs belong to.
+const DEMO_WORKSPACE: &str = "demo";
 use crate::shutdown::Shutdown;
 use crate::simulator::SimulatorConfig;
 use crate::startup;
@@ -75,11 +78,23 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
             settings.database.data_dir.display()
         );
     }
-    let mut demo = settings.clone();
-    demo.database.url = None;
-    demo.workspaces = [(DEFAULT_WORKSPACE.to_owned(), WorkspaceSettings::default())].into();
-    let (pool, embedded) = startup::open_database(&demo).await?;
-    let result = run_on(&pool, &demo).await;
+    // The demo's jobs live in a workspace of their own, run by a worker that claims nothing
+    // else: jobs of the user's workspaces in the same database are left alone.
+    let workspace = WorkspaceSettings {
+        simulator: true,
+        ..WorkspaceSettings::default()
+    };
+    let mut with_demo = settings.clone();
+    with_demo.database.url = None;
+    with_demo
+        .workspaces
+        .insert(DEMO_WORKSPACE.to_owned(), workspace.clone());
+    let (pool, embedded) = startup::open_database(&with_demo).await?;
+    let demo_only = Settings {
+        workspaces: [(DEMO_WORKSPACE.to_owned(), workspace)].into(),
+        ..with_demo
+    };
+    let result = run_on(&pool, &demo_only).await;
     pool.close().await;
     if let Some(embedded) = embedded {
         embedded.stop().await?;
@@ -105,13 +120,14 @@ async fn run_on(pool: &PgPool, settings: &Settings) -> anyhow::Result<()> {
     let mut ids = Vec::new();
     for (i, (kind, payload, delay)) in jobs().into_iter().enumerate() {
         let id: i64 = sqlx::query_scalar(
-            "SELECT timelines.enqueue($1, $2, run_at => now() + make_interval(secs => $3),
+            "SELECT timelines.enqueue($1, $2, workspace => $5, run_at => now() + make_interval(secs => $3),
                                       idempotency_key => $4)",
         )
         .bind(kind)
         .bind(&payload)
         .bind(delay as f64)
         .bind(format!("demo-{batch}-{i}"))
+        .bind(DEMO_WORKSPACE)
         .fetch_one(pool)
         .await
         .with_context(|| format!("enqueueing demo job {kind}"))?;

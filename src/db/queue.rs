@@ -63,12 +63,43 @@ pub async fn claim(
     lease: Duration,
     kinds: &[String],
 ) -> sqlx::Result<Vec<Job>> {
+    claim_scoped(
+        db,
+        worker,
+        limit,
+        lease,
+        ClaimScope {
+            kinds,
+            workspaces: None,
+        },
+    )
+    .await
+}
+
+/// Which jobs a worker may claim.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimScope<'a> {
+    /// The kinds it can run.
+    pub kinds: &'a [String],
+    /// The workspaces it has clients for; `None` for all.
+    pub workspaces: Option<&'a [String]>,
+}
+
+/// [`claim`], limited to `scope`.
+pub async fn claim_scoped(
+    db: impl PgExecutor<'_>,
+    worker: &str,
+    limit: usize,
+    lease: Duration,
+    scope: ClaimScope<'_>,
+) -> sqlx::Result<Vec<Job>> {
     // The CTE is a fence: the planner must pick exactly `limit` ids before the UPDATE, or it may
     // update more rows than asked. SKIP LOCKED lets concurrent workers claim disjoint sets.
     sqlx::query_as(
         "WITH next AS (
              SELECT id FROM timelines.jobs
               WHERE state IN ('queued', 'retrying') AND run_at <= now() AND kind = ANY($4)
+                AND ($5::text[] IS NULL OR workspace = ANY($5))
               ORDER BY priority DESC, run_at, id
               LIMIT $1
               FOR UPDATE SKIP LOCKED)
@@ -83,7 +114,8 @@ pub async fn claim(
     .bind(limit as i64)
     .bind(worker)
     .bind(lease.as_secs_f64())
-    .bind(kinds)
+    .bind(scope.kinds)
+    .bind(scope.workspaces)
     .fetch_all(db)
     .await
 }
@@ -165,8 +197,9 @@ pub async fn complete(
                  WHEN c.action IN ('done', 'fail') THEN now()
                  WHEN c.action = 'retry' AND j.attempts >= j.max_attempts THEN now()
                  ELSE NULL END,
-             -- a snooze or hold did not run the job's effect: an earlier interruption still stands
-             interrupted = c.uncertain OR (c.action IN ('snooze', 'hold') AND j.interrupted),
+             -- once an attempt may have had its effect, every later attempt checks first, until
+             -- one succeeds (a plain failure of the checking attempt must not clear the mark)
+             interrupted = c.action <> 'done' AND (c.uncertain OR j.interrupted),
              locked_by = NULL,
              locked_until = NULL,
              updated_at = now()

@@ -240,6 +240,10 @@ impl Handler for Dispatcher {
         KINDS.iter().map(|k| k.to_string()).collect()
     }
 
+    fn workspaces(&self) -> Option<Vec<String>> {
+        Some(self.clients.keys().cloned().collect())
+    }
+
     async fn handle(&self, job: Job) -> Outcome {
         if job.kind == "noop" {
             return NoopHandler.handle(job).await;

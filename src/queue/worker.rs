@@ -31,6 +31,7 @@ use tracing::Instrument;
 use super::backoff::Backoff;
 use super::{Job, Outcome};
 use crate::config::DispatcherSettings;
+use crate::db::queue::ClaimScope;
 use crate::db::{self, queue as q};
 use crate::shutdown::Shutdown;
 
@@ -41,6 +42,11 @@ pub const NOTIFY_CHANNEL: &str = "timelines_jobs";
 pub trait Handler: Send + Sync + 'static {
     /// The kinds this handler runs; the worker claims only these.
     fn kinds(&self) -> Vec<String>;
+    /// The workspaces this handler can run jobs for; `None` for all. An instance configured
+    /// with fewer workspaces than another must not claim (and fail) the others' jobs.
+    fn workspaces(&self) -> Option<Vec<String>> {
+        None
+    }
     /// Runs one attempt. Panics are caught and count as a failed attempt.
     fn handle(&self, job: Job) -> impl Future<Output = Outcome> + Send;
 }
@@ -150,6 +156,7 @@ impl<H: Handler> Worker<H> {
     /// every outcome, and gives back whatever was cut off.
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<Arc<WorkerStats>> {
         let kinds = self.handler.kinds();
+        let workspaces = self.handler.workspaces();
         let inflight: Inflight = Arc::default();
         let wake = Arc::new(Notify::new());
         let background = CancellationToken::new();
@@ -178,7 +185,11 @@ impl<H: Handler> Worker<H> {
         )));
         tracing::info!(worker = %self.config.id, concurrency = self.config.concurrency, ?kinds, "worker started");
 
-        let mut tasks = self.produce(&shutdown, &kinds, &inflight, &wake, tx).await;
+        let scope = ClaimScope {
+            kinds: &kinds,
+            workspaces: workspaces.as_deref(),
+        };
+        let mut tasks = self.produce(&shutdown, scope, &inflight, &wake, tx).await;
 
         // Stage one: let running jobs finish; stage two: abandon them.
         let running = tasks.len();
@@ -223,7 +234,7 @@ impl<H: Handler> Worker<H> {
     async fn produce(
         &self,
         shutdown: &Shutdown,
-        kinds: &[String],
+        scope: ClaimScope<'_>,
         inflight: &Inflight,
         wake: &Notify,
         tx: mpsc::Sender<q::Finished>,
@@ -250,8 +261,14 @@ impl<H: Handler> Worker<H> {
                 }
             }
             let wanted = permits.len();
-            let jobs = match q::claim(&claimer, &self.config.id, wanted, self.config.lease, kinds)
-                .await
+            let jobs = match q::claim_scoped(
+                &claimer,
+                &self.config.id,
+                wanted,
+                self.config.lease,
+                scope,
+            )
+            .await
             {
                 Ok(jobs) => {
                     failures = 0;
@@ -329,12 +346,16 @@ async fn run_one<H: Handler>(
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".into());
-            Outcome::retry(format!("the handler panicked: {message}"))
+            // Cut off mid-way: whatever the attempt did may have taken effect.
+            Outcome::Uncertain {
+                error: format!("the handler panicked: {message}"),
+                delay: None,
+            }
         }
-        Err(_) => Outcome::retry(format!(
-            "attempt timed out after {} s",
-            config.job_timeout.as_secs()
-        )),
+        Err(_) => Outcome::Uncertain {
+            error: format!("attempt timed out after {} s", config.job_timeout.as_secs()),
+            delay: None,
+        },
     };
     let completion = match outcome {
         Outcome::Done(result) => q::Completion::Succeeded(result),

@@ -106,10 +106,24 @@ async fn migrate_and_status_work_against_a_database_url() {
 }
 
 #[tokio::test]
-async fn run_without_a_token_sends_through_the_built_in_simulator_and_stops_on_sigterm() {
+async fn with_a_database_but_no_token_run_refuses_to_start_rather_than_simulate() {
     let db = test_db().await;
+    let (out, _, stderr) = output(binary().env("DATABASE_URL", &db.url).arg("run"));
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("workspaces.default.token") && stderr.contains("simulator = true"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_simulated_workspace_sends_through_the_built_in_simulator_and_stops_on_sigterm() {
+    let db = test_db().await;
+    let (_dir, path) = write_config("[workspaces.default]\nsimulator = true\n");
     let child = binary()
         .env("DATABASE_URL", &db.url)
+        .arg("--config")
+        .arg(&path)
         .arg("run")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -206,7 +220,8 @@ async fn a_killed_service_leaves_its_job_to_be_rescued_as_interrupted() {
         .await
         .unwrap();
     let (_dir, path) = write_config(
-        "[dispatcher]\nlease_seconds = 3\n[maintenance]\nrescue_interval_seconds = 1\n",
+        "[workspaces.default]\nsimulator = true\n[dispatcher]\nlease_seconds = 3\n\
+         [maintenance]\nrescue_interval_seconds = 1\n",
     );
     let mut doomed = binary()
         .env("DATABASE_URL", &db.url)
@@ -300,4 +315,32 @@ fn the_embedded_cluster_starts_serves_and_stops_without_any_database_url() {
     assert!(out.status.success(), "{stderr}");
     let (out, _, _) = cli(&["db", "url"]);
     assert!(!out.status.success(), "status left its own cluster running");
+}
+
+#[test]
+fn the_demo_runs_the_whole_flow_and_leaves_other_workspaces_alone() {
+    let dir = tempfile::Builder::new()
+        .prefix("timelines-sync-demo-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let config = dir.path().join("c.toml");
+    let data_dir = dir.path().join("data").display().to_string();
+    std::fs::write(&config, format!("[database]\ndata_dir = {data_dir:?}\n")).unwrap();
+    let (out, stdout, stderr) = output(binary().arg("--config").arg(&config).arg("demo"));
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.contains("A malformed job is refused at insert time"),
+        "{stdout}"
+    );
+    let succeeded = stdout.lines().filter(|l| l.contains(" succeeded ")).count();
+    let failed = stdout.lines().filter(|l| l.contains(" failed ")).count();
+    assert_eq!((succeeded, failed), (11, 1), "{stdout}");
+    assert!(stdout.contains("API requests were made"), "{stdout}");
+    let (out, _, _) = output(binary().arg("--config").arg(&config).args(["db", "url"]));
+    assert!(!out.status.success(), "the demo left its cluster running");
 }

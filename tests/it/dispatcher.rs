@@ -521,3 +521,25 @@ async fn a_phone_is_resolved_to_its_chat_once_and_then_cached() {
     .unwrap();
     assert_eq!(lookups, 1);
 }
+
+#[tokio::test]
+async fn a_dispatcher_claims_only_jobs_of_the_workspaces_it_has_a_client_for() {
+    let env = Env::start(SimulatorConfig::default()).await;
+    sqlx::query("INSERT INTO timelines.workspaces (name, api_url, rate_limit_per_minute, monthly_api_calls) VALUES ('other', 'https://x.example', 50, 200000)")
+        .execute(env.pool())
+        .await
+        .unwrap();
+    let foreign: i64 = sqlx::query_scalar(
+        "SELECT timelines.enqueue('sync_teammates', '{}', workspace => 'other')",
+    )
+    .fetch_one(env.pool())
+    .await
+    .unwrap();
+    env.run("sync_teammates", json!({})).await;
+    let (db, _sim) = env.stop().await;
+    let row = job_row(&db.pool, foreign).await;
+    assert_eq!(
+        (row["state"].as_str(), row["attempts"].as_i64()),
+        (Some("queued"), Some(0))
+    );
+}
