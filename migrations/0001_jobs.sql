@@ -372,7 +372,9 @@ LANGUAGE sql AS $$
     WITH c AS (
         UPDATE timelines.jobs
            SET state = 'cancelled', finished_at = now(), locked_by = NULL, locked_until = NULL,
-               updated_at = now()
+               updated_at = now(),
+               -- a running attempt may still take effect: a later retry() must check first
+               interrupted = interrupted OR state = 'running'
          WHERE id = job_id AND state IN ('queued', 'retrying', 'held', 'running')
         RETURNING 1)
     SELECT EXISTS (SELECT 1 FROM c)

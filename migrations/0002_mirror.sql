@@ -142,3 +142,17 @@ END $$;
 -- True for a workspace that has no API token and runs against the built-in simulator (the
 -- zero-config demo): nothing it "sends" reaches WhatsApp.
 ALTER TABLE timelines.workspaces ADD COLUMN simulated boolean NOT NULL DEFAULT false;
+
+-- Lenient casts for API data: a value of an unexpected shape ("", "unlimited", 200000.0) becomes
+-- NULL (or is rounded) instead of failing the statement, and with it a whole sync page.
+CREATE FUNCTION timelines.api_bigint(value text) RETURNS bigint
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN value ~ '^-?[0-9]{1,18}$' THEN value::bigint
+                WHEN value ~ '^-?[0-9]{1,18}\.[0-9]+$' THEN round(value::numeric)::bigint END
+$$;
+
+CREATE FUNCTION timelines.api_bool(value text) RETURNS boolean
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE lower(value) WHEN 'true' THEN true WHEN 'false' THEN false
+                             WHEN '1' THEN true WHEN '0' THEN false END
+$$;

@@ -23,6 +23,9 @@ use sqlx::PgPool;
 use crate::queue::{Handler, Job, NoopHandler, Outcome};
 use crate::timelines::{ApiError, ChatFilter, Client, ErrorClass, RequestTag};
 
+/// How long a job addressed to a phone without a chat waits before looking again.
+const NO_CHAT_RECHECK: Duration = Duration::from_secs(30);
+
 /// The kinds the dispatcher runs (every kind of `timelines.job_kinds`).
 pub const KINDS: &[&str] = &[
     "send_message",
@@ -170,13 +173,18 @@ impl Dispatcher {
             .phone
             .as_deref()
             .ok_or_else(|| Failure::Permanent("\"chat_id\" or \"phone\" is required".into()))?;
+        // No chat yet: often the job's own first message is still queued or rate-limited, so
+        // look again later; after max_attempts the job fails with this reason.
         let id = self
             .chat_for_phone(&client, &job.workspace, phone)
             .await?
             .ok_or_else(|| {
-                Failure::Permanent(format!(
-                    "no chat with {phone} exists in the workspace (send it a message first)"
-                ))
+                Failure::Outcome(Outcome::Retry {
+                    error: format!(
+                        "no chat with {phone} exists in the workspace yet (send it a message first)"
+                    ),
+                    delay: Some(NO_CHAT_RECHECK),
+                })
             })?;
         Ok((client, id))
     }
@@ -228,9 +236,7 @@ pub fn payload<T: DeserializeOwned>(job: &Job) -> Result<T, Failure> {
 /// Whether a kind creates something on each call (and so must not be repeated blindly).
 fn effect_of(kind: &str) -> classify::Effect {
     match kind {
-        "send_message" | "send_file" | "send_voice" | "upload_file" | "add_note" => {
-            classify::Effect::Creates
-        }
+        "send_message" | "send_file" | "send_voice" | "add_note" => classify::Effect::Creates,
         _ => classify::Effect::Repeatable,
     }
 }

@@ -261,14 +261,29 @@ async fn already_sent(
         ..MessageQuery::default()
     };
     let page = client.chat_messages(chat_id, &query).await?;
-    let found = page.messages.iter().find(|m| {
-        let same_text = m.text.as_deref().unwrap_or("") == text.unwrap_or("");
-        let is_note = m
-            .message_type
-            .as_deref()
-            .is_some_and(|t| t.eq_ignore_ascii_case("note"));
-        same_text && is_note == note && (note || m.has_attachment.unwrap_or(false) == with_file)
-    });
+    // A message with the same text that another job sent is that job's, not this one's.
+    let uids: Vec<&str> = page.messages.iter().map(|m| m.uid.as_str()).collect();
+    let others: Vec<String> = sqlx::query_scalar(
+        "SELECT message_uid FROM timelines.messages
+          WHERE workspace = $1 AND message_uid = ANY($2) AND job_id IS NOT NULL AND job_id <> $3",
+    )
+    .bind(&job.workspace)
+    .bind(&uids)
+    .bind(job.id)
+    .fetch_all(&d.pool)
+    .await?;
+    let found = page
+        .messages
+        .iter()
+        .filter(|m| !others.contains(&m.uid))
+        .find(|m| {
+            let same_text = m.text.as_deref().unwrap_or("") == text.unwrap_or("");
+            let is_note = m
+                .message_type
+                .as_deref()
+                .is_some_and(|t| t.eq_ignore_ascii_case("note"));
+            same_text && is_note == note && (note || m.has_attachment.unwrap_or(false) == with_file)
+        });
     let Some(message) = found else {
         return Ok(None);
     };
@@ -335,30 +350,11 @@ struct UploadPayload {
     content_type: Option<String>,
 }
 
-/// `upload_file`: after an uncertain attempt, a file of the same name uploaded since the job was
-/// created counts as this job's upload.
+/// `upload_file`: repeated after an uncertain attempt rather than matched by name: a spare copy
+/// of a file is harmless, while taking another job's file of the same name would not be.
 pub async fn upload_file(d: &Dispatcher, job: &Job) -> Attempt {
     let p: UploadPayload = payload(job)?;
     let client = d.client(job)?;
-    let name = p
-        .filename
-        .clone()
-        .or_else(|| p.download_url.rsplit('/').next().map(str::to_owned));
-    if job.interrupted
-        && let Some(name) = &name
-    {
-        let since = job.created_at - ChronoDuration::minutes(1);
-        let files = client.list_files(Some(name)).await?;
-        let earlier = files.iter().find(|f| {
-            f.filename.as_deref() == Some(name.as_str())
-                && f.uploaded_at
-                    .is_none_or(|t| t.with_timezone(&chrono::Utc) >= since)
-        });
-        if let Some(file) = earlier {
-            store::upsert_files(&d.pool, &job.workspace, std::slice::from_ref(&file.raw)).await?;
-            return Ok(json!({ "file_uid": file.uid, "deduplicated": true }));
-        }
-    }
     let upload = UploadFromUrl {
         download_url: p.download_url,
         filename: p.filename,

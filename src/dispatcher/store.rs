@@ -15,8 +15,8 @@ pub async fn upsert_chats(
         "INSERT INTO timelines.chats AS t (workspace, chat_id, name, phone, jid, is_group, closed, read,
              labels, whatsapp_account_id, responsible_email, responsible_name, chat_url, created_at_api,
              last_message_at, last_message_uid, raw, synced_at)
-         SELECT $1, (c->>'id')::bigint, c->>'name', c->>'phone', c->>'jid', (c->>'is_group')::boolean,
-                (c->>'closed')::boolean, (c->>'read')::boolean,
+         SELECT DISTINCT ON (c->>'id') $1, timelines.api_bigint(c->>'id'), c->>'name', c->>'phone', c->>'jid', timelines.api_bool(c->>'is_group'),
+                timelines.api_bool(c->>'closed'), timelines.api_bool(c->>'read'),
                 CASE WHEN jsonb_typeof(c->'labels') = 'array'
                      THEN ARRAY(SELECT jsonb_array_elements_text(c->'labels')) END,
                 c->>'whatsapp_account_id', c->>'responsible_email', c->>'responsible_name', c->>'chat_url',
@@ -51,10 +51,10 @@ pub async fn upsert_messages(
     let done = sqlx::query(
         "INSERT INTO timelines.messages AS t (workspace, message_uid, chat_id, job_id, from_me, message_type,
              text, status, sender_phone, recipient_phone, has_attachment, attachment_filename, sent_at, raw)
-         SELECT $1, m->>'uid',
-                coalesce(CASE WHEN (m->>'chat_id') ~ '^[0-9]+$' THEN (m->>'chat_id')::bigint END, $3),
-                $4, (m->>'from_me')::boolean, m->>'message_type', m->>'text', m->>'status', m->>'sender_phone',
-                m->>'recipient_phone', (m->>'has_attachment')::boolean, m->>'attachment_filename',
+         SELECT DISTINCT ON (m->>'uid') $1, m->>'uid',
+                coalesce(timelines.api_bigint(m->>'chat_id'), $3),
+                $4, timelines.api_bool(m->>'from_me'), m->>'message_type', m->>'text', m->>'status', m->>'sender_phone',
+                m->>'recipient_phone', timelines.api_bool(m->>'has_attachment'), m->>'attachment_filename',
                 timelines.api_timestamp(m->>'timestamp'), m
            FROM jsonb_array_elements($2) m
           WHERE m->>'uid' IS NOT NULL
@@ -131,8 +131,10 @@ pub async fn record_status_history(
               WHERE e->>'status' IS NOT NULL
              ON CONFLICT DO NOTHING)
          UPDATE timelines.messages SET status = latest.status, updated_at = now()
-           FROM (SELECT e->>'status' AS status FROM jsonb_array_elements($3) e
-                  ORDER BY timelines.api_timestamp(e->>'timestamp') DESC NULLS LAST LIMIT 1) latest
+           FROM (SELECT e->>'status' AS status FROM jsonb_array_elements($3) WITH ORDINALITY AS x(e, n)
+                  WHERE e->>'status' IS NOT NULL
+                  -- equal timestamps: the later entry in the API's list wins
+                  ORDER BY timelines.api_timestamp(e->>'timestamp') DESC NULLS LAST, n DESC LIMIT 1) latest
           WHERE workspace = $1 AND message_uid = $2",
     )
     .bind(workspace)
@@ -151,7 +153,7 @@ pub async fn upsert_teammates(
 ) -> sqlx::Result<u64> {
     let done = sqlx::query(
         "INSERT INTO timelines.teammates AS t (workspace, user_id, email, display_name, role, status, raw, synced_at)
-         SELECT $1, (x->>'user_id')::bigint, x->>'email', x->>'display_name', x->>'role', x->>'status', x, now()
+         SELECT DISTINCT ON (x->>'user_id') $1, timelines.api_bigint(x->>'user_id'), x->>'email', x->>'display_name', x->>'role', x->>'status', x, now()
            FROM jsonb_array_elements($2) x
           WHERE (x->>'user_id') ~ '^[0-9]+$'
          ON CONFLICT (workspace, user_id) DO UPDATE SET email = EXCLUDED.email,
@@ -174,8 +176,8 @@ pub async fn upsert_files(
     let done = sqlx::query(
         "INSERT INTO timelines.files AS t (workspace, file_uid, filename, size, mimetype, uploaded_by_email,
              uploaded_at, raw, synced_at)
-         SELECT $1, f->>'uid', f->>'filename',
-                CASE WHEN (f->>'size') ~ '^[0-9]+$' THEN (f->>'size')::bigint END, f->>'mimetype',
+         SELECT DISTINCT ON (f->>'uid') $1, f->>'uid', f->>'filename',
+                timelines.api_bigint(f->>'size'), f->>'mimetype',
                 f->>'uploaded_by_email', timelines.api_timestamp(f->>'uploaded_at'),
                 f - 'temporary_download_url', now()
            FROM jsonb_array_elements($2) f
@@ -200,7 +202,7 @@ pub async fn upsert_whatsapp_accounts(
     let done = sqlx::query(
         "INSERT INTO timelines.whatsapp_accounts AS t (workspace, account_id, phone, status, account_name,
              owner_name, owner_email, connected_on, raw, synced_at)
-         SELECT $1, a->>'id', a->>'phone', a->>'status', a->>'account_name', a->>'owner_name', a->>'owner_email',
+         SELECT DISTINCT ON (a->>'id') $1, a->>'id', a->>'phone', a->>'status', a->>'account_name', a->>'owner_name', a->>'owner_email',
                 timelines.api_timestamp(a->>'connected_on'), a, now()
            FROM jsonb_array_elements($2) a
           WHERE a->>'id' IS NOT NULL
@@ -225,9 +227,9 @@ pub async fn insert_quota_snapshot(
     sqlx::query_scalar(
         "INSERT INTO timelines.quota_snapshots (workspace, messaging_total, messaging_used, messaging_period_end,
              api_calls_total, api_calls_used, api_calls_period_end, raw)
-         SELECT $1, (q->'messaging_quota'->>'total')::bigint, (q->'messaging_quota'->>'used')::bigint,
+         SELECT $1, timelines.api_bigint(q->'messaging_quota'->>'total'), timelines.api_bigint(q->'messaging_quota'->>'used'),
                 timelines.api_timestamp(q->'messaging_quota'->>'period_end'),
-                (q->'api_calls_quota'->>'total')::bigint, (q->'api_calls_quota'->>'used')::bigint,
+                timelines.api_bigint(q->'api_calls_quota'->>'total'), timelines.api_bigint(q->'api_calls_quota'->>'used'),
                 timelines.api_timestamp(q->'api_calls_quota'->>'period_end'), q
            FROM (SELECT $2::jsonb AS q) s
          RETURNING id",

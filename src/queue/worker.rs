@@ -450,7 +450,11 @@ async fn complete(
                 }
                 let mut held = inflight.lock().expect("inflight lock");
                 for finished in &batch {
-                    held.remove(&finished.id);
+                    // Only this attempt's entry: the same job may have been rescued and claimed
+                    // again by this worker as a newer attempt, whose lease must stay renewed.
+                    if held.get(&finished.id) == Some(&finished.attempt) {
+                        held.remove(&finished.id);
+                    }
                 }
             }
             Err(error) => {
@@ -459,7 +463,11 @@ async fn complete(
                 tracing::error!(%error, jobs = batch.len(), "giving up writing job outcomes");
                 let mut held = inflight.lock().expect("inflight lock");
                 for finished in &batch {
-                    held.remove(&finished.id);
+                    // Only this attempt's entry: the same job may have been rescued and claimed
+                    // again by this worker as a newer attempt, whose lease must stay renewed.
+                    if held.get(&finished.id) == Some(&finished.attempt) {
+                        held.remove(&finished.id);
+                    }
                 }
             }
         }

@@ -439,16 +439,23 @@ async fn a_held_job_uses_no_attempt_and_comes_back_when_its_recheck_time_comes()
 }
 
 #[tokio::test]
-async fn after_an_uncertain_attempt_the_next_one_is_marked_interrupted() {
+async fn after_an_uncertain_attempt_every_later_one_is_marked_interrupted_until_success() {
     let db = test_db().await;
     let id = enqueue_noop(&db.pool, json!({})).await;
     let recorder = Recorder::default();
     recorder.script(
         id,
-        vec![Outcome::Uncertain {
-            error: "connection dropped after sending".into(),
-            delay: Some(Duration::ZERO),
-        }],
+        vec![
+            Outcome::Uncertain {
+                error: "connection dropped after sending".into(),
+                delay: Some(Duration::ZERO),
+            },
+            // the checking attempt itself fails plainly: the mark must survive it
+            Outcome::Retry {
+                error: "502 while checking".into(),
+                delay: Some(Duration::ZERO),
+            },
+        ],
     );
     let (shutdown, handle) = spawn_worker(&db.pool, fast_config(), recorder.clone());
     wait_for_state(&db.pool, "succeeded", 1).await;
@@ -459,7 +466,7 @@ async fn after_an_uncertain_attempt_the_next_one_is_marked_interrupted() {
         runs.iter()
             .map(|j| (j.attempts, j.interrupted))
             .collect::<Vec<_>>(),
-        vec![(1, false), (2, true)]
+        vec![(1, false), (2, true), (3, true)]
     );
     assert_eq!(job_row(&db.pool, id).await["interrupted"], false);
 }
