@@ -168,18 +168,57 @@ pub async fn sync_chats(d: &Dispatcher, job: &Job) -> Attempt {
         created_before: parse_time("created_before", p.created_before.as_deref())?,
         ..ChatFilter::default()
     };
-    let (mut pages, mut chats) = (0u32, 0u64);
-    loop {
-        pages += 1;
-        filter.page = Some(pages);
-        let page = client.list_chats(&filter).await?;
-        let raw: Vec<Value> = page.chats.iter().map(|c| c.raw.clone()).collect();
-        chats += store::upsert_chats(&d.pool, &job.workspace, &raw).await?;
-        if !page.has_more_pages || page.chats.is_empty() || pages >= MAX_SYNC_PAGES {
-            break;
+    let (pages, chats, truncated) = sync_pages(d, job, "chats", |page| {
+        filter.page = Some(page);
+        let (client, filter) = (client.clone(), filter.clone());
+        async move {
+            let page = client.list_chats(&filter).await?;
+            let raw: Vec<Value> = page.chats.iter().map(|c| c.raw.clone()).collect();
+            let stored = store::upsert_chats(&d.pool, &job.workspace, &raw).await?;
+            Ok((stored, page.has_more_pages && !page.chats.is_empty()))
         }
+    })
+    .await?;
+    Ok(json!({ "chats": chats, "pages": pages, "truncated": truncated }))
+}
+
+/// Reads pages 1, 2, ... with `fetch` (which stores a page and says whether more follow) until
+/// the last page or [`MAX_SYNC_PAGES`]. Progress is checkpointed after every page, so a sync cut
+/// short (rate limit, timeout, crash) resumes where it stopped instead of starting over and
+/// never finishing. Returns pages read, items stored (over all attempts), and whether it stopped
+/// at the cap.
+async fn sync_pages<F, Fut>(
+    d: &Dispatcher,
+    job: &Job,
+    counted: &str,
+    mut fetch: F,
+) -> Result<(u32, u64, bool), Failure>
+where
+    F: FnMut(u32) -> Fut,
+    Fut: std::future::Future<Output = Result<(u64, bool), Failure>>,
+{
+    let earlier = job.result.as_ref();
+    let mut page = earlier
+        .and_then(|r| r.get("next_page"))
+        .and_then(Value::as_u64)
+        .unwrap_or(1) as u32;
+    let mut total = earlier
+        .and_then(|r| r.get(counted))
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    loop {
+        let (stored, more) = fetch(page).await?;
+        total += stored;
+        if !more {
+            return Ok((page, total, false));
+        }
+        if page >= MAX_SYNC_PAGES {
+            return Ok((page, total, true));
+        }
+        page += 1;
+        d.checkpoint(job, &json!({ "next_page": page, counted: total }))
+            .await?;
     }
-    Ok(json!({ "chats": chats, "pages": pages }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -203,19 +242,19 @@ pub async fn sync_chat_messages(d: &Dispatcher, job: &Job) -> Attempt {
         before_message: p.before_message,
         ..MessageQuery::default()
     };
-    let (mut pages, mut messages) = (0u32, 0u64);
-    loop {
-        pages += 1;
-        query.page = Some(pages);
-        let page = client.chat_messages(chat_id, &query).await?;
-        let raw: Vec<Value> = page.messages.iter().map(|m| m.raw.clone()).collect();
-        messages +=
-            store::upsert_messages(&d.pool, &job.workspace, Some(chat_id), &raw, None).await?;
-        if !page.has_more_pages || page.messages.is_empty() || pages >= MAX_SYNC_PAGES {
-            break;
+    let (pages, messages, truncated) = sync_pages(d, job, "messages", |page| {
+        query.page = Some(page);
+        let (client, query) = (client.clone(), query.clone());
+        async move {
+            let page = client.chat_messages(chat_id, &query).await?;
+            let raw: Vec<Value> = page.messages.iter().map(|m| m.raw.clone()).collect();
+            let stored =
+                store::upsert_messages(&d.pool, &job.workspace, Some(chat_id), &raw, None).await?;
+            Ok((stored, page.has_more_pages && !page.messages.is_empty()))
         }
-    }
-    Ok(json!({ "chat_id": chat_id, "messages": messages, "pages": pages }))
+    })
+    .await?;
+    Ok(json!({ "chat_id": chat_id, "messages": messages, "pages": pages, "truncated": truncated }))
 }
 
 /// `sync_teammates`: into `timelines.teammates`.

@@ -545,3 +545,32 @@ async fn a_dispatcher_claims_only_jobs_of_the_workspaces_it_has_a_client_for() {
         (Some("queued"), Some(0))
     );
 }
+
+#[tokio::test]
+async fn a_sync_cut_short_by_the_rate_limit_resumes_at_the_page_it_stopped_on() {
+    let config = SimulatorConfig {
+        rate_limit: 1,
+        rate_window: Duration::from_millis(1500),
+        ..SimulatorConfig::default()
+    };
+    let env = Env::start(config).await;
+    let id = env.enqueue("sync_chats", json!({})).await;
+    let row = env.wait_job(id, "succeeded").await;
+    assert_eq!(row["attempts"], 1, "snoozes use no attempt: {row}");
+    assert_eq!(row["result"]["pages"], 2, "{row}");
+    assert_eq!(row["result"]["truncated"], false);
+    let (db, _sim) = env.stop().await;
+    let requests: Vec<(Option<i32>,)> = sqlx::query_as(
+        "SELECT status FROM timelines.api_requests WHERE path = '/chats' ORDER BY id",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    // page 1, page 2 refused (429), page 2 again: never page 1 twice.
+    assert_eq!(requests, vec![(Some(200),), (Some(429),), (Some(200),)]);
+    let chats: i64 = sqlx::query_scalar("SELECT count(*) FROM timelines.chats")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(row["result"]["chats"], chats);
+}
