@@ -240,26 +240,27 @@ pub async fn checkpoint(
     Ok(done.rows_affected() == 1)
 }
 
-/// Extends the lease of the jobs this worker is running. Returns how many leases were renewed.
+/// Extends the lease of the jobs this worker is running. Returns the ids renewed: a job missing
+/// from the answer is no longer this worker's (cancelled, or rescued after a lost lease).
 pub async fn heartbeat(
     db: impl PgExecutor<'_>,
     worker: &str,
     ids: &[i64],
     lease: Duration,
-) -> sqlx::Result<u64> {
+) -> sqlx::Result<Vec<i64>> {
     if ids.is_empty() {
-        return Ok(0);
+        return Ok(Vec::new());
     }
-    let done = sqlx::query(
+    sqlx::query_scalar(
         "UPDATE timelines.jobs SET locked_until = now() + make_interval(secs => $3)
-          WHERE id = ANY($1) AND state = 'running' AND locked_by = $2",
+          WHERE id = ANY($1) AND state = 'running' AND locked_by = $2
+         RETURNING id",
     )
     .bind(ids)
     .bind(worker)
     .bind(lease.as_secs_f64())
-    .execute(db)
-    .await?;
-    Ok(done.rows_affected())
+    .fetch_all(db)
+    .await
 }
 
 /// Gives back jobs this worker holds, at shutdown. `interrupted` says whether the attempt had

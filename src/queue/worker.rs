@@ -23,7 +23,7 @@ use futures_util::FutureExt;
 use sqlx::PgPool;
 use sqlx::postgres::{PgListener, PgPoolOptions};
 use tokio::sync::{Notify, Semaphore, mpsc};
-use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::Instrument;
@@ -128,8 +128,62 @@ pub struct Worker<H> {
     stats: Arc<WorkerStats>,
 }
 
-/// Jobs claimed by this worker and not yet written, with their attempt numbers.
-type Inflight = Arc<Mutex<HashMap<i64, i32>>>;
+/// Jobs claimed by this worker and not yet written: attempt number and the task running it.
+#[derive(Default)]
+struct Jobs(Mutex<HashMap<i64, (i32, Option<AbortHandle>)>>);
+
+type Inflight = Arc<Jobs>;
+
+impl Jobs {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, (i32, Option<AbortHandle>)>> {
+        self.0.lock().expect("inflight lock")
+    }
+
+    fn claimed(&self, jobs: &[Job]) {
+        self.lock()
+            .extend(jobs.iter().map(|job| (job.id, (job.attempts, None))));
+    }
+
+    fn started(&self, id: i64, attempt: i32, task: AbortHandle) {
+        if let Some(entry) = self.lock().get_mut(&id).filter(|(a, _)| *a == attempt) {
+            entry.1 = Some(task);
+        }
+    }
+
+    /// Forgets a written attempt. Only that attempt's entry: the same job may have been rescued
+    /// and claimed again by this worker as a newer attempt, whose lease must stay renewed.
+    fn written(&self, id: i64, attempt: i32) {
+        let mut held = self.lock();
+        if held.get(&id).is_some_and(|(a, _)| *a == attempt) {
+            held.remove(&id);
+        }
+    }
+
+    fn held(&self) -> Vec<(i64, i32)> {
+        self.lock()
+            .iter()
+            .map(|(id, (attempt, _))| (*id, *attempt))
+            .collect()
+    }
+
+    /// Stops the attempts whose lease is gone (cancelled by a user, or rescued after this worker
+    /// failed to renew in time): someone else owns the job now. Returns how many.
+    fn lost(&self, lost: &[(i64, i32)]) -> usize {
+        let mut held = self.lock();
+        let mut stopped = 0;
+        for (id, attempt) in lost {
+            if held.get(id).is_some_and(|(a, _)| a == attempt)
+                && let Some((_, task)) = held.remove(id)
+            {
+                if let Some(task) = task {
+                    task.abort();
+                }
+                stopped += 1;
+            }
+        }
+        stopped
+    }
+}
 
 impl<H: Handler> Worker<H> {
     /// A worker on `pool` running `handler`.
@@ -212,12 +266,7 @@ impl<H: Handler> Worker<H> {
         let _ = heartbeat.await;
         let _ = listener.await;
 
-        let cut_off: Vec<i64> = inflight
-            .lock()
-            .expect("inflight lock")
-            .keys()
-            .copied()
-            .collect();
+        let cut_off: Vec<i64> = inflight.held().into_iter().map(|(id, _)| id).collect();
         if !cut_off.is_empty() {
             let released = q::release(&self.pool, &self.config.id, &cut_off, true).await?;
             self.stats.released.fetch_add(released, Ordering::Relaxed);
@@ -294,20 +343,19 @@ impl<H: Handler> Worker<H> {
             self.stats
                 .claimed
                 .fetch_add(jobs.len() as u64, Ordering::Relaxed);
-            {
-                let mut held = inflight.lock().expect("inflight lock");
-                held.extend(jobs.iter().map(|job| (job.id, job.attempts)));
-            }
+            inflight.claimed(&jobs);
             for (job, permit) in jobs.into_iter().zip(permits.drain(..)) {
                 let span = tracing::debug_span!("job", job_id = job.id, kind = %job.kind, attempt = job.attempts);
+                let (id, attempt) = (job.id, job.attempts);
                 let run = run_one(self.handler.clone(), self.config.clone(), job, tx.clone());
-                tasks.spawn(
+                let task = tasks.spawn(
                     async move {
                         run.await;
                         drop(permit);
                     }
                     .instrument(span),
                 );
+                inflight.started(id, attempt, task);
             }
             drop(permits);
             if !full {
@@ -448,26 +496,16 @@ async fn complete(
                         "outcomes discarded: the jobs were cancelled or rescued meanwhile"
                     );
                 }
-                let mut held = inflight.lock().expect("inflight lock");
                 for finished in &batch {
-                    // Only this attempt's entry: the same job may have been rescued and claimed
-                    // again by this worker as a newer attempt, whose lease must stay renewed.
-                    if held.get(&finished.id) == Some(&finished.attempt) {
-                        held.remove(&finished.id);
-                    }
+                    inflight.written(finished.id, finished.attempt);
                 }
             }
             Err(error) => {
                 // The leases run out and the rescuer hands these jobs to another attempt, marked
                 // interrupted so that attempt checks whether the effect already happened.
                 tracing::error!(%error, jobs = batch.len(), "giving up writing job outcomes");
-                let mut held = inflight.lock().expect("inflight lock");
                 for finished in &batch {
-                    // Only this attempt's entry: the same job may have been rescued and claimed
-                    // again by this worker as a newer attempt, whose lease must stay renewed.
-                    if held.get(&finished.id) == Some(&finished.attempt) {
-                        held.remove(&finished.id);
-                    }
+                    inflight.written(finished.id, finished.attempt);
                 }
             }
         }
@@ -491,14 +529,24 @@ async fn heartbeat(
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let ids: Vec<i64> = inflight
-            .lock()
-            .expect("inflight lock")
-            .keys()
-            .copied()
-            .collect();
-        if let Err(error) = q::heartbeat(&pool, &config.id, &ids, config.lease).await {
-            tracing::warn!(%error, jobs = ids.len(), "renewing job leases failed");
+        let held = inflight.held();
+        let ids: Vec<i64> = held.iter().map(|(id, _)| *id).collect();
+        match q::heartbeat(&pool, &config.id, &ids, config.lease).await {
+            Ok(renewed) => {
+                let lost: Vec<(i64, i32)> = held
+                    .into_iter()
+                    .filter(|(id, _)| !renewed.contains(id))
+                    .collect();
+                let stopped = inflight.lost(&lost);
+                if stopped > 0 {
+                    tracing::warn!(
+                        jobs = stopped,
+                        "stopped attempts whose jobs were cancelled or rescued meanwhile"
+                    );
+                }
+            }
+            // Nothing can be told from a failed renewal: keep going, the next tick tries again.
+            Err(error) => tracing::warn!(%error, jobs = ids.len(), "renewing job leases failed"),
         }
     }
 }

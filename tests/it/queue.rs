@@ -470,3 +470,37 @@ async fn after_an_uncertain_attempt_every_later_one_is_marked_interrupted_until_
     );
     assert_eq!(job_row(&db.pool, id).await["interrupted"], false);
 }
+
+#[tokio::test]
+async fn an_attempt_whose_job_was_cancelled_is_stopped_at_the_next_heartbeat() {
+    let db = test_db().await;
+    let id = enqueue_noop(&db.pool, json!({})).await;
+    // An attempt that would run for an hour, with leases renewed every 333 ms.
+    let config = WorkerConfig {
+        lease: Duration::from_secs(1),
+        ..fast_config()
+    };
+    let (shutdown, handle) =
+        spawn_worker(&db.pool, config, Recorder::slow(Duration::from_secs(3600)));
+    wait_for_state(&db.pool, "running", 1).await;
+    let cancelled: bool = sqlx::query_scalar("SELECT timelines.cancel($1)")
+        .bind(id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert!(cancelled);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Stage one only: the worker can stop only if the hour-long attempt is already gone.
+    shutdown.begin();
+    let stats = tokio::time::timeout(Duration::from_secs(10), handle)
+        .await
+        .expect("the cancelled attempt kept running")
+        .unwrap()
+        .unwrap();
+    assert_eq!(stats.released.load(std::sync::atomic::Ordering::Relaxed), 0);
+    let row = job_row(&db.pool, id).await;
+    assert_eq!(
+        (row["state"].as_str(), row["interrupted"].as_bool()),
+        (Some("cancelled"), Some(true))
+    );
+}
