@@ -29,6 +29,16 @@ pub enum Effect {
 pub fn outcome_for(error: &ApiError, effect: Effect) -> Outcome {
     let message = error.to_string();
     match error.class {
+        // A gateway's 502/504 can come after the origin acted on the request: for a call that
+        // creates something, check before repeating it (one history read) rather than risk it.
+        ErrorClass::Transient
+            if effect == Effect::Creates && matches!(error.status, Some(502 | 504)) =>
+        {
+            Outcome::Uncertain {
+                error: message,
+                delay: None,
+            }
+        }
         ErrorClass::Transient => Outcome::Retry {
             error: message,
             delay: None,
@@ -57,5 +67,93 @@ pub fn outcome_for(error: &ApiError, effect: Effect) -> Outcome {
                 delay: None,
             },
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::timelines::HttpMethod;
+
+    fn error(class: ErrorClass, status: Option<u16>, retry_after: Option<Duration>) -> ApiError {
+        ApiError {
+            class,
+            status,
+            message: "boom".into(),
+            error_code: None,
+            retry_after,
+            field_errors: Box::new([]),
+            method: HttpMethod::Post,
+            path: "/messages".into(),
+        }
+    }
+
+    #[test]
+    fn each_failure_class_maps_to_its_outcome() {
+        use ErrorClass::*;
+        let retry = |o: &Outcome| matches!(o, Outcome::Retry { delay: None, .. });
+        assert!(retry(&outcome_for(
+            &error(Transient, Some(500), None),
+            Effect::Creates
+        )));
+        assert!(
+            matches!(outcome_for(&error(QuotaExhausted, Some(403), None), Effect::Creates),
+            Outcome::Hold { recheck_after, .. } if recheck_after == QUOTA_RECHECK)
+        );
+        for class in [Auth, NotFound, InvalidRequest] {
+            assert!(matches!(
+                outcome_for(&error(class, Some(400), None), Effect::Repeatable),
+                Outcome::Fail(_)
+            ));
+        }
+        assert!(retry(&outcome_for(
+            &error(Ambiguous, None, None),
+            Effect::Repeatable
+        )));
+        assert!(matches!(
+            outcome_for(&error(Ambiguous, None, None), Effect::Creates),
+            Outcome::Uncertain { .. }
+        ));
+    }
+
+    #[test]
+    fn a_gateway_error_on_a_send_is_uncertain_but_on_a_read_a_plain_retry() {
+        let e = error(ErrorClass::Transient, Some(504), None);
+        assert!(matches!(
+            outcome_for(&e, Effect::Creates),
+            Outcome::Uncertain { .. }
+        ));
+        assert!(matches!(
+            outcome_for(&e, Effect::Repeatable),
+            Outcome::Retry { .. }
+        ));
+        let e = error(ErrorClass::Transient, Some(503), None);
+        assert!(matches!(
+            outcome_for(&e, Effect::Creates),
+            Outcome::Retry { .. }
+        ));
+    }
+
+    #[test]
+    fn rate_limits_snooze_for_retry_after_clamped_or_a_default() {
+        let snooze = |retry_after| {
+            outcome_for(
+                &error(ErrorClass::RateLimited, Some(429), retry_after),
+                Effect::Creates,
+            )
+        };
+        assert_eq!(
+            snooze(Some(Duration::from_secs(7))),
+            Outcome::Snooze(Duration::from_secs(7))
+        );
+        assert_eq!(
+            snooze(Some(Duration::ZERO)),
+            Outcome::Snooze(Duration::from_secs(1))
+        );
+        assert_eq!(
+            snooze(Some(Duration::from_secs(86_400))),
+            Outcome::Snooze(Duration::from_secs(900))
+        );
+        assert_eq!(snooze(None), Outcome::Snooze(DEFAULT_RATE_LIMIT_PAUSE));
     }
 }

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::{Attempt, ChatRef, Dispatcher, Failure, payload, store};
 use crate::queue::{Job, Outcome};
 use crate::timelines::request::{
-    MessageQuery, SendInChat, SendToJid, SendToPhone, SortOrder, UploadFromUrl,
+    ChatFilter, MessageQuery, SendInChat, SendToJid, SendToPhone, SortOrder, UploadFromUrl,
 };
 use crate::timelines::{Client, MessageAccepted};
 
@@ -238,13 +238,23 @@ async fn already_sent(
             json!({ "message_uid": uid, "chat_id": chat_id, "deduplicated": true }),
         ));
     }
-    let chat_id = match target {
-        Target::Chat(id) => *id,
-        Target::Phone(phone) => match d.chat_for_phone(client, &job.workspace, phone).await? {
-            Some(id) => id,
-            // Sending to a phone creates its chat: no chat, no message.
-            None => return Ok(None),
-        },
+    let chats: Vec<i64> = match target {
+        Target::Chat(id) => vec![*id],
+        // Every direct chat with the phone, fresh from the API: with several WhatsApp accounts
+        // there is one per account, and the lookup does not say which account sent (§5.2).
+        // No chat at all means no message: sending to a phone creates its chat.
+        Target::Phone(phone) => {
+            let filter = ChatFilter {
+                phone: Some(phone.clone()),
+                ..ChatFilter::default()
+            };
+            let page = client.list_chats(&filter).await?;
+            page.chats
+                .iter()
+                .filter(|c| c.is_group != Some(true))
+                .map(|c| c.id)
+                .collect()
+        }
         Target::Jid(_) => {
             // GET /chats cannot look a chat up by JID, so the check is impossible: stop rather
             // than risk a duplicate.
@@ -254,6 +264,24 @@ async fn already_sent(
             )));
         }
     };
+    for chat_id in chats {
+        if let Some(found) = sent_in_chat(d, client, job, chat_id, text, with_file, note).await? {
+            return Ok(Some(found));
+        }
+    }
+    Ok(None)
+}
+
+/// Looks in one chat's recent history for this job's message (see [`already_sent`]).
+async fn sent_in_chat(
+    d: &Dispatcher,
+    client: &Client,
+    job: &Job,
+    chat_id: i64,
+    text: Option<&str>,
+    with_file: bool,
+    note: bool,
+) -> Result<Option<Value>, Failure> {
     let query = MessageQuery {
         from_me: Some(true),
         after: Some(job.created_at - ChronoDuration::minutes(1)),
