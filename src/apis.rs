@@ -7,8 +7,11 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
+use sqlx::PgPool;
+
 use crate::config::{Secret, Settings};
 use crate::dispatcher::request_log::{LoggedRequest, RequestLog};
+use crate::limiter::WorkspaceLimiter;
 use crate::simulator::{Simulator, SimulatorConfig};
 use crate::timelines::record::{RequestObserver, RequestRecord, RequestTag};
 use crate::timelines::{Client, ClientOptions};
@@ -25,12 +28,26 @@ pub struct Apis {
 
 impl Apis {
     /// Builds the clients; starts the simulator (with `simulator`'s settings) on a loopback port
-    /// if a workspace has no token. Every request is reported to `log`.
+    /// if a workspace has no token. Every request is paced by the workspace's shared limiter in
+    /// `pool` and reported to `log`.
     pub async fn build(
         settings: &Settings,
+        pool: &PgPool,
         log: Option<RequestLog>,
         simulator: SimulatorConfig,
     ) -> anyhow::Result<Self> {
+        let observer = log.map(observer);
+        let wire = |client: Client, name: &str| {
+            let limit = settings
+                .workspaces
+                .get(name)
+                .map_or(50, |ws| ws.rate_limit_per_minute);
+            with(
+                client.with_gate(WorkspaceLimiter::new(pool.clone(), name, limit)),
+                name,
+                &observer,
+            )
+        };
         let simulated = settings.simulated_workspaces();
         let mut real = Vec::new();
         for (name, ws) in &settings.workspaces {
@@ -46,13 +63,12 @@ impl Apis {
             })?;
             real.push((name.clone(), ws.api_url.clone(), token));
         }
-        let observer = log.map(observer);
         let options = ClientOptions::default();
         let mut clients = HashMap::new();
         for (name, url, token) in real {
             let client = Client::new(&url, token, options.clone())
                 .with_context(|| format!("workspace {name}"))?;
-            clients.insert(name.clone(), with(client, &name, &observer));
+            clients.insert(name.clone(), wire(client, &name));
         }
         let simulator = if simulated.is_empty() {
             None
@@ -73,7 +89,7 @@ impl Apis {
             for name in &simulated {
                 let client =
                     Client::new(&sim.base_url(), Secret::new(token.clone()), options.clone())?;
-                clients.insert(name.clone(), with(client, name, &observer));
+                clients.insert(name.clone(), wire(client, name));
             }
             Some(sim)
         };

@@ -14,6 +14,8 @@ use crate::config::{Settings, WorkspaceSettings};
 
 /// The workspace the demo's jobs belong to.
 const DEMO_WORKSPACE: &str = "demo";
+/// Requests per minute of the demo workspace (and of its simulator).
+const DEMO_RATE: u32 = 300;
 use crate::shutdown::Shutdown;
 use crate::simulator::SimulatorConfig;
 use crate::startup;
@@ -80,8 +82,10 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
     }
     // The demo's jobs live in a workspace of their own, run by a worker that claims nothing
     // else: jobs of the user's workspaces in the same database are left alone.
+    // Paced at DEMO_RATE requests a minute so the demo takes seconds; the simulator allows as much.
     let workspace = WorkspaceSettings {
         simulator: true,
+        rate_limit_per_minute: DEMO_RATE,
         ..WorkspaceSettings::default()
     };
     let mut with_demo = settings.clone();
@@ -141,6 +145,7 @@ async fn run_on(pool: &PgPool, settings: &Settings) -> anyhow::Result<()> {
     let shutdown = Shutdown::new();
     let simulator = SimulatorConfig {
         status_step: Duration::from_secs(1),
+        rate_limit: DEMO_RATE,
         ..SimulatorConfig::default()
     };
     let service = {

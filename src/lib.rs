@@ -20,6 +20,7 @@ pub mod config;
 pub mod db;
 pub mod demo;
 pub mod dispatcher;
+pub mod limiter;
 pub mod maintenance;
 pub mod pg;
 pub mod queue;

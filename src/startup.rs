@@ -119,7 +119,7 @@ pub async fn run_on(
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let (request_log, log_writer) = RequestLog::start(pool.clone());
-    let apis = Apis::build(settings, Some(request_log), simulator).await?;
+    let apis = Apis::build(settings, &pool, Some(request_log), simulator).await?;
     let m = &settings.maintenance;
     let rescuer = Rescuer::new(
         pool.clone(),

@@ -48,6 +48,20 @@ pub struct Client {
     inner: Arc<Inner>,
     observer: Option<RequestObserver>,
     tag: Option<Arc<RequestTag>>,
+    gate: Option<Arc<dyn Gate>>,
+}
+
+/// Paces a client's requests: the workspace's shared rate limiter. `before` is awaited before
+/// every request goes out; `throttled` is told when the API answers "too many requests".
+pub trait Gate: Send + Sync {
+    /// Waits until the next request may be sent, or, when that is too far away to wait for,
+    /// says how long (the request is then not sent and fails as rate-limited locally).
+    fn before(&self) -> futures_util::future::BoxFuture<'_, Result<(), std::time::Duration>>;
+    /// The API throttled a request; `retry_after` is what it asked for, if anything.
+    fn throttled(
+        &self,
+        retry_after: Option<std::time::Duration>,
+    ) -> futures_util::future::BoxFuture<'_, ()>;
 }
 
 struct Inner {
@@ -68,6 +82,7 @@ impl fmt::Debug for Client {
             .field("token", &self.inner.token)
             .field("tag", &self.tag)
             .field("observer", &self.observer.is_some())
+            .field("gate", &self.gate.is_some())
             .finish()
     }
 }
@@ -118,12 +133,19 @@ impl Client {
             }),
             observer: None,
             tag: None,
+            gate: None,
         })
     }
 
     /// This client, reporting every request to `observer`.
     pub fn with_observer(mut self, observer: RequestObserver) -> Self {
         self.observer = Some(observer);
+        self
+    }
+
+    /// This client, pacing every request through `gate`.
+    pub fn with_gate(mut self, gate: Arc<dyn Gate>) -> Self {
+        self.gate = Some(gate);
         self
     }
 
@@ -196,6 +218,23 @@ impl Client {
             Payload::Form(form) => request.multipart(form),
         };
 
+        if let Some(gate) = &self.gate
+            && let Err(wait) = gate.before().await
+        {
+            return Err(ApiError {
+                class: ErrorClass::RateLimited,
+                status: None,
+                message: format!(
+                    "held back by the workspace's rate limiter: the next free request slot is {:.1} s away",
+                    wait.as_secs_f64()
+                ),
+                error_code: None,
+                retry_after: Some(wait),
+                field_errors: Box::new([]),
+                method: verb,
+                path,
+            });
+        }
         let span = tracing::debug_span!("timelines_request", method = verb.as_str(), path = %path);
         let started_at = Utc::now();
         let start = Instant::now();
@@ -218,6 +257,12 @@ impl Client {
 
         let result = result.map_err(|e| scrub(e, self.inner.token.expose()));
         let error_class = result.as_ref().err().map(|e| e.class);
+        if let (Some(gate), Err(e)) = (&self.gate, &result)
+            && e.class == ErrorClass::RateLimited
+            && status.is_some()
+        {
+            gate.throttled(e.retry_after).await;
+        }
         span.in_scope(|| {
             tracing::debug!(
                 status,

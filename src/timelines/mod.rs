@@ -31,7 +31,7 @@ pub mod time;
 #[cfg(test)]
 mod http_tests;
 
-pub use client::{Client, ClientOptions};
+pub use client::{Client, ClientOptions, Gate};
 pub use error::{ApiError, BuildError, ErrorClass, FieldError, HttpMethod};
 pub use model::{
     Chat, ChatPage, FailureReason, FileInfo, GroupMember, Message, MessageAccepted, MessagePage,

@@ -3,6 +3,7 @@
 mod cli;
 mod dispatcher;
 mod helpers;
+mod limiter;
 mod maintenance;
 mod queue;
 mod shutdown;
