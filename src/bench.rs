@@ -25,6 +25,8 @@ use crate::shutdown::Shutdown;
 pub enum BenchCommand {
     /// Queue throughput and claim latency with no-op jobs.
     Queue(QueueBench),
+    /// Achieved request rate against a strict simulator, with 1 and 3 worker processes.
+    Rate(crate::bench_rate::RateBench),
 }
 
 /// Parameters of `bench queue`.
@@ -52,6 +54,7 @@ pub struct QueueBench {
 pub async fn run(command: BenchCommand, _settings: &Settings) -> anyhow::Result<()> {
     match command {
         BenchCommand::Queue(params) => queue(params).await,
+        BenchCommand::Rate(params) => crate::bench_rate::run(params).await,
     }
 }
 
@@ -265,14 +268,14 @@ async fn claim_latency(pool: &PgPool, samples: usize) -> anyhow::Result<(Duratio
 }
 
 /// A durable cluster in a temporary directory, removed afterwards.
-struct Throwaway {
+pub(crate) struct Throwaway {
     root: std::path::PathBuf,
-    url: String,
+    pub(crate) url: String,
     _server: crate::pg::ChildServer,
 }
 
 impl Throwaway {
-    async fn start() -> anyhow::Result<Self> {
+    pub(crate) async fn start() -> anyhow::Result<Self> {
         tokio::task::spawn_blocking(|| {
             let root =
                 std::env::temp_dir().join(format!("timelines-sync-bench-{}", std::process::id()));
