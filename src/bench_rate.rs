@@ -52,7 +52,13 @@ pub async fn run(params: RateBench) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn one_run(url: &str, pool: &PgPool, params: &RateBench, allowed: u32, workers: usize) -> anyhow::Result<String> {
+async fn one_run(
+    url: &str,
+    pool: &PgPool,
+    params: &RateBench,
+    allowed: u32,
+    workers: usize,
+) -> anyhow::Result<String> {
     sqlx::query("TRUNCATE timelines.jobs, timelines.api_requests, timelines.rate_limiter, timelines.throttle_events, timelines.messages")
         .execute(pool)
         .await?;
@@ -106,9 +112,10 @@ async fn one_run(url: &str, pool: &PgPool, params: &RateBench, allowed: u32, wor
     }
     let deadline = started + Duration::from_secs(params.seconds * 3 + 60);
     loop {
-        let done: i64 = sqlx::query_scalar("SELECT count(*) FROM timelines.jobs WHERE state = 'succeeded'")
-            .fetch_one(pool)
-            .await?;
+        let done: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM timelines.jobs WHERE state = 'succeeded'")
+                .fetch_one(pool)
+                .await?;
         if done >= jobs || Instant::now() > deadline {
             break;
         }
@@ -133,7 +140,11 @@ async fn one_run(url: &str, pool: &PgPool, params: &RateBench, allowed: u32, wor
     sim.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
     let span = last.zip(first).map(|(l, f)| l - f).unwrap_or(0.0);
-    let per_minute = if span > 0.0 { (accepted - 1) as f64 / span * 60.0 } else { 0.0 };
+    let per_minute = if span > 0.0 {
+        (accepted - 1) as f64 / span * 60.0
+    } else {
+        0.0
+    };
     Ok(format!(
         "{workers} worker process(es): {accepted} requests in {span:.1} s = {per_minute:.1}/min = {:.1} % of the limit; \
          429s: {}; most requests in any {} s window: {} (allowed {allowed})",
@@ -145,7 +156,10 @@ async fn one_run(url: &str, pool: &PgPool, params: &RateBench, allowed: u32, wor
 }
 
 fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
-    let dir = std::env::temp_dir().join(format!("timelines-sync-bench-rate-{}", uuid::Uuid::new_v4().simple()));
+    let dir = std::env::temp_dir().join(format!(
+        "timelines-sync-bench-rate-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
 }

@@ -17,6 +17,25 @@ pub struct CountRow {
     pub jobs: i64,
 }
 
+/// One row of `timelines.rate_limit_status`.
+#[derive(Debug, sqlx::FromRow)]
+pub struct RateRow {
+    /// Workspace.
+    pub workspace: String,
+    /// Configured limit.
+    pub rate_limit_per_minute: i32,
+    /// Requests made in the last minute.
+    pub requests_last_minute: i64,
+    /// Seconds until the next request may go (0: now).
+    pub next_in_seconds: f64,
+    /// Throttle pauses in the last hour.
+    pub throttle_pauses_last_hour: i64,
+    /// API calls left this period (latest quota reading), if read.
+    pub api_calls_left: Option<i64>,
+    /// Messaging credits left (latest quota reading), if read.
+    pub messaging_left: Option<i64>,
+}
+
 /// The figures `status` prints.
 #[derive(Debug)]
 pub struct Report {
@@ -24,6 +43,8 @@ pub struct Report {
     pub counts: Vec<CountRow>,
     /// The oldest due queued job: id and age in seconds.
     pub oldest_queued: Option<(i64, f64)>,
+    /// Rate limit and quota per workspace.
+    pub rates: Vec<RateRow>,
 }
 
 /// Reads the figures.
@@ -40,9 +61,18 @@ pub async fn report(pool: &PgPool) -> sqlx::Result<Report> {
     )
     .fetch_optional(pool)
     .await?;
+    let rates = sqlx::query_as(
+        "SELECT workspace, rate_limit_per_minute, requests_last_minute,
+                greatest(0, extract(epoch FROM next_request_at - now()))::float8 AS next_in_seconds,
+                throttle_pauses_last_hour, api_calls_left, messaging_left
+           FROM timelines.rate_limit_status ORDER BY workspace",
+    )
+    .fetch_all(pool)
+    .await?;
     Ok(Report {
         counts,
         oldest_queued,
+        rates,
     })
 }
 
@@ -90,6 +120,31 @@ impl Report {
                 );
             }
             None => out.push_str("oldest queued job: none waiting\n"),
+        }
+        let _ = writeln!(
+            out,
+            "\n{:<12} {:>9} {:>13} {:>12} {:>15} {:>15} {:>15}",
+            "workspace",
+            "limit/min",
+            "last minute",
+            "next in",
+            "throttles (1h)",
+            "api calls left",
+            "messages left"
+        );
+        let opt = |v: Option<i64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
+        for r in &self.rates {
+            let _ = writeln!(
+                out,
+                "{:<12} {:>9} {:>13} {:>11.1}s {:>15} {:>15} {:>15}",
+                r.workspace,
+                r.rate_limit_per_minute,
+                r.requests_last_minute,
+                r.next_in_seconds,
+                r.throttle_pauses_last_hour,
+                opt(r.api_calls_left),
+                opt(r.messaging_left)
+            );
         }
         out
     }

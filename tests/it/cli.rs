@@ -103,6 +103,13 @@ async fn migrate_and_status_work_against_a_database_url() {
         "{stdout}"
     );
     assert!(stdout.contains("oldest queued job: "), "{stdout}");
+    assert!(
+        stdout.contains("limit/min")
+            && stdout
+                .lines()
+                .any(|l| l.starts_with("default") && l.contains(" 50 ")),
+        "{stdout}"
+    );
 }
 
 #[tokio::test]
