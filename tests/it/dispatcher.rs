@@ -53,6 +53,9 @@ impl Env {
         // Tests of behaviour, not of pacing: the shared limiter stays out of the way unless a
         // test sets a limit itself.
         ws.rate_limit_per_minute = per_minute;
+        timelines_sync::db::sync_workspaces(&db.pool, &settings, &[])
+            .await
+            .unwrap();
         let (log, log_writer) = RequestLog::start(db.pool.clone());
         let apis = Apis::build(&settings, &db.pool, Some(log), SimulatorConfig::default())
             .await
@@ -604,7 +607,7 @@ async fn the_shared_limiter_keeps_every_window_within_the_limit_with_no_429() {
         env.enqueue("sync_teammates", json!({})).await;
     }
     wait_for_state(env.pool(), "succeeded", 30).await;
-    let (_db, sim) = env.stop().await;
+    let (db, sim) = env.stop().await;
     let stats = sim.stats();
     assert_eq!(stats.rate_limited, 0);
     assert!(
@@ -612,4 +615,12 @@ async fn the_shared_limiter_keeps_every_window_within_the_limit_with_no_429() {
         "{}",
         stats.max_accepted_in_window
     );
+    let (limit, last_minute, throttles): (i32, i64, i64) = sqlx::query_as(
+        "SELECT rate_limit_per_minute, requests_last_minute, throttle_pauses_last_hour
+           FROM timelines.rate_limit_status WHERE workspace = 'default'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!((limit, last_minute, throttles), (600, 30, 0));
 }
