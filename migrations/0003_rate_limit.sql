@@ -43,6 +43,8 @@ BEGIN
         UPDATE timelines.rate_limiter l SET tat = send_at + period, period = reserve_request.period,
                                             updated_at = at
          WHERE l.workspace = reserve_request.workspace;
+        -- every reserved slot is a request made: count it in the monthly ledger (0004_quota.sql)
+        PERFORM timelines.count_usage(reserve_request.workspace, 1, 0, at);
     END IF;
     RETURN send_at;
 END $$;

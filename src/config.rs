@@ -152,6 +152,11 @@ pub struct WorkspaceSettings {
     /// Send this workspace's jobs to the built-in simulator instead of the API (nothing reaches
     /// WhatsApp). Implied when nothing at all is configured (no token, no database URL).
     pub simulator: bool,
+    /// The last part of the monthly API calls, in percent, kept for jobs with priority at or
+    /// above `reserve_priority`, so bulk sends cannot starve urgent ones.
+    pub api_call_reserve_percent: f64,
+    /// The priority from which jobs may use the reserve.
+    pub reserve_priority: i32,
 }
 
 impl Default for WorkspaceSettings {
@@ -163,6 +168,8 @@ impl Default for WorkspaceSettings {
             rate_limit_per_minute: 50,
             monthly_api_calls: 200_000,
             simulator: false,
+            api_call_reserve_percent: 5.0,
+            reserve_priority: 10,
         }
     }
 }
@@ -236,6 +243,8 @@ pub struct MaintenanceSettings {
     pub request_log_retention_hours: u64,
     /// How often the pruner runs, in seconds.
     pub prune_interval_seconds: u64,
+    /// How often each workspace's quota is read from the API (a `refresh_quota` job), in minutes.
+    pub quota_refresh_minutes: u64,
     /// Rows deleted per statement, so pruning never holds long locks.
     pub prune_batch_size: i64,
 }
@@ -247,6 +256,7 @@ impl Default for MaintenanceSettings {
             retention_hours: 7 * 24,
             request_log_retention_hours: 30 * 24,
             prune_interval_seconds: 300,
+            quota_refresh_minutes: 15,
             prune_batch_size: 10_000,
         }
     }
@@ -465,6 +475,12 @@ impl Settings {
             86_400,
         )?;
         check_range(
+            "maintenance.quota_refresh_minutes",
+            m.quota_refresh_minutes,
+            1,
+            1440,
+        )?;
+        check_range(
             "maintenance.prune_batch_size",
             m.prune_batch_size.max(0) as u64,
             1,
@@ -535,6 +551,20 @@ fn validate_workspace(
         1,
         1_000_000_000,
     )?;
+    check_percent(
+        &key("api_call_reserve_percent"),
+        ws.api_call_reserve_percent,
+    )?;
+    Ok(())
+}
+
+fn check_percent(key: &str, value: f64) -> Result<(), ConfigError> {
+    if !(0.0..=100.0).contains(&value) {
+        return Err(invalid(
+            key,
+            format!("must be a percentage from 0 to 100, got {value}"),
+        ));
+    }
     Ok(())
 }
 

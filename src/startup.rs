@@ -9,7 +9,7 @@ use crate::apis::Apis;
 use crate::config::{Secret, Settings};
 use crate::dispatcher::Dispatcher;
 use crate::dispatcher::request_log::RequestLog;
-use crate::maintenance::{Pruner, PrunerConfig, Rescuer, RescuerConfig};
+use crate::maintenance::{Pruner, PrunerConfig, QuotaRefresher, Rescuer, RescuerConfig};
 use crate::pg::{Cluster, ClusterOptions};
 use crate::queue::{Worker, WorkerConfig};
 use crate::shutdown::Shutdown;
@@ -137,6 +137,11 @@ pub async fn run_on(
             batch_size: m.prune_batch_size,
         },
     );
+    let refresher = QuotaRefresher::new(
+        pool.clone(),
+        Duration::from_secs(m.quota_refresh_minutes * 60),
+    );
+    let refresher = tokio::spawn(refresher.run(shutdown.clone()));
     let rescuer = tokio::spawn(rescuer.run(shutdown.clone()));
     let pruner = tokio::spawn(pruner.run(shutdown.clone()));
     let dispatcher = Dispatcher::new(pool.clone(), apis.clients.clone());
@@ -146,7 +151,7 @@ pub async fn run_on(
         dispatcher,
     );
     let result = worker.run(shutdown.clone()).await.map(|_| ());
-    let _ = tokio::join!(rescuer, pruner);
+    let _ = tokio::join!(rescuer, pruner, refresher);
     // The clients hold the request log's senders: drop them so the writer drains and ends.
     let Apis {
         clients, simulator, ..

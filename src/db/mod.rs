@@ -60,24 +60,30 @@ pub async fn sync_workspaces(
     let names: Vec<String> = settings.workspaces.keys().cloned().collect();
     for (name, ws) in &settings.workspaces {
         sqlx::query(
-            "INSERT INTO timelines.workspaces (name, api_url, rate_limit_per_minute, monthly_api_calls, simulated)
-             VALUES ($1, $2, $3, $4, $5)
+            "INSERT INTO timelines.workspaces (name, api_url, rate_limit_per_minute, monthly_api_calls, simulated,
+                                               api_call_reserve_percent, reserve_priority)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (name) DO UPDATE
                 SET api_url = EXCLUDED.api_url,
                     rate_limit_per_minute = EXCLUDED.rate_limit_per_minute,
                     monthly_api_calls = EXCLUDED.monthly_api_calls,
                     simulated = EXCLUDED.simulated,
+                    api_call_reserve_percent = EXCLUDED.api_call_reserve_percent,
+                    reserve_priority = EXCLUDED.reserve_priority,
                     updated_at = now()
               WHERE (workspaces.api_url, workspaces.rate_limit_per_minute, workspaces.monthly_api_calls,
-                     workspaces.simulated)
+                     workspaces.simulated, workspaces.api_call_reserve_percent, workspaces.reserve_priority)
                     IS DISTINCT FROM (EXCLUDED.api_url, EXCLUDED.rate_limit_per_minute,
-                                      EXCLUDED.monthly_api_calls, EXCLUDED.simulated)",
+                                      EXCLUDED.monthly_api_calls, EXCLUDED.simulated,
+                                      EXCLUDED.api_call_reserve_percent, EXCLUDED.reserve_priority)",
         )
         .bind(name)
         .bind(&ws.api_url)
         .bind(ws.rate_limit_per_minute as i32)
         .bind(ws.monthly_api_calls as i32)
         .bind(simulated.contains(name))
+        .bind(ws.api_call_reserve_percent)
+        .bind(ws.reserve_priority)
         .execute(&mut *tx)
         .await?;
     }

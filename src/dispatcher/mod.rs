@@ -254,6 +254,25 @@ impl Handler for Dispatcher {
         if job.kind == "noop" {
             return NoopHandler.handle(job).await;
         }
+        // A quota reading always runs: it is how a held workspace learns it has room again.
+        if job.kind != "refresh_quota" {
+            let sends = matches!(
+                job.kind.as_str(),
+                "send_message" | "send_file" | "send_voice"
+            );
+            match store::quota_block(&self.pool, &job.workspace, job.priority, sends).await {
+                Ok(Some((reason, period_left))) => {
+                    let recheck = Duration::from_secs_f64(period_left)
+                        .clamp(Duration::from_secs(1), classify::QUOTA_RECHECK);
+                    return Outcome::Hold {
+                        reason,
+                        recheck_after: recheck,
+                    };
+                }
+                Ok(None) => {}
+                Err(error) => return Outcome::retry(format!("database: {error}")),
+            }
+        }
         match self.run(&job).await {
             Ok(result) => Outcome::Done(Some(result)),
             Err(Failure::Api(error)) => {

@@ -291,6 +291,7 @@ pub async fn sync_whatsapp_accounts(d: &Dispatcher, job: &Job) -> Attempt {
 pub async fn refresh_quota(d: &Dispatcher, job: &Job) -> Attempt {
     let quotas = d.client(job)?.quotas().await?;
     let id = store::insert_quota_snapshot(&d.pool, &job.workspace, &quotas.raw).await?;
+    store::reconcile_quota(&d.pool, &job.workspace, &quotas.raw).await?;
     Ok(json!({
         "snapshot_id": id,
         "api_calls_used": quotas.api_calls_quota.as_ref().map(|q| q.used),

@@ -96,9 +96,9 @@ pub struct SentMessage<'a> {
     pub message_type: &'a str,
 }
 
-/// Records a message this service just sent, linked to its job.
+/// Records a message this service just sent, linked to its job, and charges its credits.
 pub async fn record_sent_message(
-    db: impl PgExecutor<'_>,
+    db: impl PgExecutor<'_> + Copy,
     workspace: &str,
     sent: &SentMessage<'_>,
 ) -> sqlx::Result<()> {
@@ -111,9 +111,26 @@ pub async fn record_sent_message(
         "has_attachment": sent.has_attachment,
         "message_type": sent.message_type,
     });
-    upsert_messages(db, workspace, sent.chat_id, &[message], Some(sent.job_id))
-        .await
-        .map(|_| ())
+    upsert_messages(db, workspace, sent.chat_id, &[message], Some(sent.job_id)).await?;
+    // Messaging credits as the API charges them (§8.4): 1 per message, 2 with text and a file;
+    // notes are not WhatsApp messages. Charged once per message, in the monthly ledger.
+    let has_text = sent.text.is_some_and(|t| !t.is_empty());
+    let credits = match (sent.message_type, has_text && sent.has_attachment) {
+        ("Note", _) => 0,
+        (_, true) => 2,
+        _ => 1,
+    };
+    sqlx::query(
+        "WITH m AS (UPDATE timelines.messages SET credits = $3
+                     WHERE workspace = $1 AND message_uid = $2 AND credits = 0 AND $3 > 0 RETURNING credits)
+         SELECT timelines.count_usage($1, 0, m.credits) FROM m",
+    )
+    .bind(workspace)
+    .bind(sent.uid)
+    .bind(credits)
+    .execute(db)
+    .await?;
+    Ok(())
 }
 
 /// Records a message's status history (§4.9) and its latest status.
@@ -140,6 +157,18 @@ pub async fn record_status_history(
     .bind(workspace)
     .bind(message_uid)
     .bind(Value::Array(entries.to_vec()))
+    .execute(db)
+    .await?;
+    // A failed message gives its credits back (§8.4), once.
+    sqlx::query(
+        "WITH f AS (UPDATE timelines.messages SET credits_restored = true
+                     WHERE workspace = $1 AND message_uid = $2 AND credits > 0 AND NOT credits_restored
+                       AND lower(status) = 'failed'
+                 RETURNING credits)
+         SELECT timelines.count_usage($1, 0, -f.credits) FROM f",
+    )
+    .bind(workspace)
+    .bind(message_uid)
     .execute(db)
     .await?;
     Ok(())
@@ -216,6 +245,38 @@ pub async fn upsert_whatsapp_accounts(
     .execute(db)
     .await?;
     Ok(done.rows_affected())
+}
+
+/// Takes the API's quota figures over into the monthly ledger (`timelines.quota_usage`).
+pub async fn reconcile_quota(
+    db: impl PgExecutor<'_>,
+    workspace: &str,
+    quotas: &Value,
+) -> sqlx::Result<()> {
+    sqlx::query("SELECT timelines.reconcile_quota($1, $2)")
+        .bind(workspace)
+        .bind(quotas)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Why a job may not run for lack of quota (`None`: it may), and when its period ends.
+pub async fn quota_block(
+    db: impl PgExecutor<'_>,
+    workspace: &str,
+    priority: i32,
+    sends: bool,
+) -> sqlx::Result<Option<(String, f64)>> {
+    sqlx::query_as(
+        "SELECT b, greatest(0, extract(epoch FROM (timelines.quota_period($1)).period_end - now()))::float8
+           FROM timelines.quota_block($1, $2, $3) b WHERE b IS NOT NULL",
+    )
+    .bind(workspace)
+    .bind(priority)
+    .bind(sends)
+    .fetch_optional(db)
+    .await
 }
 
 /// Stores a quota reading (§4.6) and returns its id.

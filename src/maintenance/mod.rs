@@ -3,9 +3,11 @@
 //! are claimed with SKIP LOCKED, and the pruner runs only where it wins an advisory lock.
 
 mod pruner;
+mod quota;
 mod rescuer;
 
 pub use pruner::{Pruner, PrunerConfig};
+pub use quota::{QuotaRefresher, REFRESH_PRIORITY};
 pub use rescuer::{Rescuer, RescuerConfig};
 
 use std::future::Future;

@@ -140,8 +140,7 @@ async fn a_simulated_workspace_sends_through_the_built_in_simulator_and_stops_on
         .fetch_one(&db.pool)
         .await
         .unwrap();
-    wait_for_state(&db.pool, "succeeded", 1).await;
-    let row = crate::helpers::job_row(&db.pool, id).await;
+    let row = crate::helpers::wait_for_job(&db.pool, id, "succeeded").await;
     assert!(row["result"]["message_uid"].is_string(), "{row}");
     let simulated: bool =
         sqlx::query_scalar("SELECT simulated FROM timelines.workspaces WHERE name = 'default'")
@@ -192,18 +191,18 @@ async fn the_api_token_appears_in_no_log_line_even_at_trace_level() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    sqlx::query("SELECT timelines.enqueue('send_message', '{\"phone\": \"+14155550123\", \"text\": \"hi\"}')")
-        .execute(&db.pool)
+    let sent: i64 = sqlx::query_scalar("SELECT timelines.enqueue('send_message', '{\"phone\": \"+14155550123\", \"text\": \"hi\"}')")
+        .fetch_one(&db.pool)
         .await
         .unwrap();
-    sqlx::query(
+    let missing: i64 = sqlx::query_scalar(
         "SELECT timelines.enqueue('refresh_message', '{\"message_uid\": \"no-such-message\"}')",
     )
-    .execute(&db.pool)
+    .fetch_one(&db.pool)
     .await
     .unwrap();
-    wait_for_state(&db.pool, "succeeded", 1).await;
-    wait_for_state(&db.pool, "failed", 1).await;
+    crate::helpers::wait_for_job(&db.pool, sent, "succeeded").await;
+    crate::helpers::wait_for_job(&db.pool, missing, "failed").await;
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let out = tokio::task::spawn_blocking(move || child.wait_with_output())

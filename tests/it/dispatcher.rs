@@ -624,3 +624,82 @@ async fn the_shared_limiter_keeps_every_window_within_the_limit_with_no_429() {
     .unwrap();
     assert_eq!((limit, last_minute, throttles), (600, 30, 0));
 }
+
+#[tokio::test]
+async fn jobs_held_for_the_api_call_quota_resume_when_a_reading_shows_room() {
+    let env = Env::start(SimulatorConfig::default()).await;
+    // The ledger believes the month is used up (say, counted before the plan was upgraded).
+    sqlx::query("SELECT timelines.count_usage('default', 200000, 0)")
+        .execute(env.pool())
+        .await
+        .unwrap();
+    let bulk = env.enqueue("sync_teammates", json!({})).await;
+    let row = env.wait_job(bulk, "held").await;
+    assert_eq!(row["attempts"], 0);
+    assert!(
+        row["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("API-call quota"),
+        "{row}"
+    );
+    // A reading always runs; the simulator's figures show room, so held jobs look again at once.
+    env.run("refresh_quota", json!({})).await;
+    timelines_sync::maintenance::Rescuer::new(env.pool().clone(), Default::default())
+        .run_once()
+        .await
+        .unwrap();
+    let row = env.wait_job(bulk, "succeeded").await;
+    assert_eq!(row["attempts"], 1);
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn sends_use_one_or_two_credits_and_a_failed_message_gives_them_back() {
+    let config = SimulatorConfig {
+        fail_phones: vec!["+14155550666".into()],
+        status_step: Duration::from_millis(50),
+        ..SimulatorConfig::default()
+    };
+    let env = Env::start(config).await;
+    let used = |pool: PgPool| async move {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT coalesce(sum(messages_used), 0)::bigint FROM timelines.quota_usage",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    let failing = env
+        .run(
+            "send_message",
+            json!({"phone": "+14155550666", "text": "to a dead number"}),
+        )
+        .await;
+    env.run("send_file", json!({"phone": "+14155550123", "file_url": "https://files.example/a.pdf", "text": "with text"}))
+        .await;
+    assert_eq!(
+        used(env.pool().clone()).await,
+        3,
+        "1 credit, then 2 for text with a file"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    env.run(
+        "refresh_message",
+        json!({"message_uid": failing["message_uid"]}),
+    )
+    .await;
+    assert_eq!(
+        used(env.pool().clone()).await,
+        2,
+        "the failed message's credit came back"
+    );
+    // Seeing the failure again gives nothing back twice.
+    env.run(
+        "refresh_message",
+        json!({"message_uid": failing["message_uid"]}),
+    )
+    .await;
+    assert_eq!(used(env.pool().clone()).await, 2);
+    env.stop().await;
+}

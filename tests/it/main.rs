@@ -6,5 +6,6 @@ mod helpers;
 mod limiter;
 mod maintenance;
 mod queue;
+mod quota;
 mod shutdown;
 mod sql_api;

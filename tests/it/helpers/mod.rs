@@ -137,6 +137,22 @@ pub async fn wait_for_state(pool: &PgPool, state: &str, n: i64) {
     }
 }
 
+/// Waits (up to 30 s) until job `id` is in `state`; returns its row.
+pub async fn wait_for_job(pool: &PgPool, id: i64, state: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let row = job_row(pool, id).await;
+        if row["state"] == state {
+            return row;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "job {id} never reached {state}: {row}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The error text of a failed statement.
 pub fn db_error(result: Result<impl std::fmt::Debug, sqlx::Error>) -> String {
     match result {
