@@ -74,23 +74,3 @@ BEGIN
     RETURN pause_end;
 END $$;
 
--- Per workspace: the configured limit, what was used in the last minute, when the next request
--- may go, throttling in the last hour, and the latest quota reading.
-CREATE VIEW timelines.rate_limit_status AS
-SELECT w.name AS workspace,
-       w.rate_limit_per_minute,
-       (SELECT count(*) FROM timelines.api_requests r
-         WHERE r.workspace = w.name AND r.requested_at > now() - interval '1 minute') AS requests_last_minute,
-       GREATEST(coalesce(l.tat, now()), coalesce(l.paused_until, now()), now()) AS next_request_at,
-       l.paused_until > now() AS paused,
-       (SELECT count(*) FROM timelines.throttle_events e
-         WHERE e.workspace = w.name AND e.at > now() - interval '1 hour') AS throttle_pauses_last_hour,
-       q.api_calls_used, q.api_calls_total,
-       q.api_calls_total - q.api_calls_used AS api_calls_left,
-       q.messaging_used, q.messaging_total,
-       q.messaging_total - q.messaging_used AS messaging_left,
-       q.taken_at AS quota_read_at
-  FROM timelines.workspaces w
-  LEFT JOIN timelines.rate_limiter l ON l.workspace = w.name
-  LEFT JOIN LATERAL (SELECT * FROM timelines.quota_snapshots s WHERE s.workspace = w.name
-                      ORDER BY s.taken_at DESC LIMIT 1) q ON true;

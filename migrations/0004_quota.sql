@@ -131,3 +131,25 @@ BEGIN
     UPDATE timelines.jobs j SET run_at = now(), updated_at = now()
      WHERE j.workspace = ws AND j.state = 'held' AND j.run_at > now();
 END $$;
+
+-- Per workspace: the configured limit, what was used in the last minute, when the next request
+-- may go, throttling in the last hour, and the current period of the quota ledger.
+CREATE VIEW timelines.rate_limit_status AS
+SELECT w.name AS workspace,
+       w.rate_limit_per_minute,
+       (SELECT count(*) FROM timelines.api_requests r
+         WHERE r.workspace = w.name AND r.requested_at > now() - interval '1 minute') AS requests_last_minute,
+       GREATEST(coalesce(l.tat, now()), coalesce(l.paused_until, now()), now()) AS next_request_at,
+       coalesce(l.paused_until > now(), false) AS paused,
+       (SELECT count(*) FROM timelines.throttle_events e
+         WHERE e.workspace = w.name AND e.at > now() - interval '1 hour') AS throttle_pauses_last_hour,
+       q.api_calls_used, q.api_calls_limit,
+       q.api_calls_limit - q.api_calls_used AS api_calls_left,
+       q.messages_used, q.messages_limit,
+       q.messages_limit - q.messages_used AS messages_left,
+       q.period_start, q.period_end, q.reconciled_at
+  FROM timelines.workspaces w
+  LEFT JOIN timelines.rate_limiter l ON l.workspace = w.name
+  LEFT JOIN LATERAL (SELECT * FROM timelines.quota_usage u
+                      WHERE u.workspace = w.name AND u.period_start <= now() AND now() < u.period_end
+                      ORDER BY u.period_start DESC LIMIT 1) q ON true;

@@ -64,7 +64,7 @@ pub async fn report(pool: &PgPool) -> sqlx::Result<Report> {
     let rates = sqlx::query_as(
         "SELECT workspace, rate_limit_per_minute, requests_last_minute,
                 greatest(0, extract(epoch FROM next_request_at - now()))::float8 AS next_in_seconds,
-                throttle_pauses_last_hour, api_calls_left, messaging_left
+                throttle_pauses_last_hour, api_calls_left, messages_left AS messaging_left
            FROM timelines.rate_limit_status ORDER BY workspace",
     )
     .fetch_all(pool)
