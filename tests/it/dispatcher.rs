@@ -651,7 +651,18 @@ async fn jobs_held_for_the_api_call_quota_resume_when_a_reading_shows_room() {
         .unwrap();
     let row = env.wait_job(bulk, "succeeded").await;
     assert_eq!(row["attempts"], 1);
-    env.stop().await;
+    let (db, _sim) = env.stop().await;
+    // The view shows the reconciled period: the simulator's limit, and calls left.
+    let (limit, left, reconciled): (Option<i64>, Option<i64>, bool) = sqlx::query_as(
+        "SELECT api_calls_limit, api_calls_left, reconciled_at IS NOT NULL
+           FROM timelines.rate_limit_status WHERE workspace = 'default'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(limit, Some(200_000));
+    assert!(left.is_some_and(|l| l > 199_000), "{left:?}");
+    assert!(reconciled);
 }
 
 #[tokio::test]
