@@ -267,10 +267,10 @@ async fn a_killed_service_leaves_its_job_to_be_rescued_as_interrupted() {
     );
 }
 
-#[test]
-fn the_embedded_cluster_starts_serves_and_stops_without_any_database_url() {
+/// A temporary directory the `postgres` user can traverse (an embedded cluster goes inside).
+fn cluster_dir(prefix: &str) -> tempfile::TempDir {
     let dir = tempfile::Builder::new()
-        .prefix("timelines-sync-embedded-")
+        .prefix(prefix)
         .tempdir_in("/tmp")
         .unwrap();
     std::fs::set_permissions(
@@ -278,6 +278,12 @@ fn the_embedded_cluster_starts_serves_and_stops_without_any_database_url() {
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
+    dir
+}
+
+#[test]
+fn the_embedded_cluster_starts_serves_and_stops_without_any_database_url() {
+    let dir = cluster_dir("timelines-sync-embedded-");
     let data_dir = dir.path().join("data");
     let config = dir.path().join("c.toml");
     std::fs::write(
@@ -325,15 +331,7 @@ fn the_embedded_cluster_starts_serves_and_stops_without_any_database_url() {
 
 #[test]
 fn the_demo_runs_the_whole_flow_and_leaves_other_workspaces_alone() {
-    let dir = tempfile::Builder::new()
-        .prefix("timelines-sync-demo-")
-        .tempdir_in("/tmp")
-        .unwrap();
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    let dir = cluster_dir("timelines-sync-demo-");
     let config = dir.path().join("c.toml");
     let data_dir = dir.path().join("data").display().to_string();
     std::fs::write(&config, format!("[database]\ndata_dir = {data_dir:?}\n")).unwrap();

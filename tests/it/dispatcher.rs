@@ -93,18 +93,7 @@ impl Env {
 
     /// Waits until job `id` is in `state` (30 s at most).
     async fn wait_job(&self, id: i64, state: &str) -> Value {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let row = job_row(self.pool(), id).await;
-            if row["state"] == state {
-                return row;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "job {id} never reached {state}: {row}"
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        crate::helpers::wait_for_job(self.pool(), id, state).await
     }
 
     async fn run(&self, kind: &str, payload: Value) -> Value {
