@@ -99,9 +99,20 @@ async fn queue(params: QueueBench) -> anyhow::Result<()> {
             completion_batch_size: 5000,
             ..bench_worker_config()
         };
-        let elapsed = drain(&pool, n, vec![batched]).await?;
+        let elapsed = drain(&pool, n, vec![batched.clone()], NoopHandler::default()).await?;
         report(
             &format!("claim+complete {n}: batched (1 worker, batches of 1000)"),
+            n,
+            elapsed,
+        );
+
+        // The same drain with the queue spread over three workspaces (80/15/5 %, the big one
+        // oldest) and a worker serving all three: the round-robin claim.
+        reset(&pool).await?;
+        let spread = enqueue_spread(&pool, n).await?;
+        let elapsed = drain(&pool, n, vec![batched], NoopHandler::for_workspaces(spread)).await?;
+        report(
+            &format!("claim+complete {n}: batched, fair over 3 workspaces (80/15/5 %)"),
             n,
             elapsed,
         );
@@ -120,7 +131,13 @@ async fn queue(params: QueueBench) -> anyhow::Result<()> {
             completion_batch_size: 1,
             ..bench_worker_config()
         };
-        let elapsed = drain(&pool, n, vec![single; params.single_workers]).await?;
+        let elapsed = drain(
+            &pool,
+            n,
+            vec![single; params.single_workers],
+            NoopHandler::default(),
+        )
+        .await?;
         report(
             &format!(
                 "claim+complete {n}: one job per claim and per completion ({} workers)",
@@ -137,12 +154,27 @@ async fn queue(params: QueueBench) -> anyhow::Result<()> {
         sqlx::query("VACUUM ANALYZE timelines.jobs")
             .execute(&pool)
             .await?;
-        let (p50, p99) = claim_latency(&pool, params.samples).await?;
+        let (p50, p99) = claim_latency(&pool, params.samples, None).await?;
         println!(
             "claim latency with {depth:>9} queued: p50 {:>7.3} ms  p99 {:>7.3} ms  ({} claims of one job)",
             p50.as_secs_f64() * 1e3,
             p99.as_secs_f64() * 1e3,
             params.samples
+        );
+        // The fair claim with the whole backlog in one workspace and a second one to interleave.
+        let names = bench_workspaces(&pool).await?;
+        sqlx::query("UPDATE timelines.jobs SET workspace = $1")
+            .bind(&names[0])
+            .execute(&pool)
+            .await?;
+        sqlx::query("VACUUM ANALYZE timelines.jobs")
+            .execute(&pool)
+            .await?;
+        let (p50, p99) = claim_latency(&pool, params.samples, Some(&names[..2])).await?;
+        println!(
+            "fair claim latency, {depth:>9} queued in one of 2 workspaces: p50 {:>7.3} ms  p99 {:>7.3} ms",
+            p50.as_secs_f64() * 1e3,
+            p99.as_secs_f64() * 1e3,
         );
     }
     reset(&pool).await?;
@@ -172,7 +204,12 @@ async fn reset(pool: &PgPool) -> anyhow::Result<()> {
 }
 
 /// Runs `configs.len()` workers until `n` jobs have succeeded; returns the time it took.
-async fn drain(pool: &PgPool, n: i64, configs: Vec<WorkerConfig>) -> anyhow::Result<Duration> {
+async fn drain(
+    pool: &PgPool,
+    n: i64,
+    configs: Vec<WorkerConfig>,
+    handler: NoopHandler,
+) -> anyhow::Result<Duration> {
     let shutdown = Shutdown::new();
     let started = Instant::now();
     let mut stats = Vec::new();
@@ -184,7 +221,7 @@ async fn drain(pool: &PgPool, n: i64, configs: Vec<WorkerConfig>) -> anyhow::Res
                 id: crate::queue::new_worker_id(),
                 ..config
             },
-            Arc::new(NoopHandler),
+            Arc::new(handler.clone()),
         );
         stats.push(worker.stats());
         handles.push(tokio::spawn(worker.run(shutdown.clone())));
@@ -235,8 +272,46 @@ async fn enqueue_one_by_one(pool: &PgPool, n: i64, connections: i64) -> anyhow::
     Ok(started.elapsed())
 }
 
-/// Times `samples` claims of one job (each claimed job is completed, outside the timing).
-async fn claim_latency(pool: &PgPool, samples: usize) -> anyhow::Result<(Duration, Duration)> {
+/// The three workspaces the fair-claim figures use (created if missing).
+async fn bench_workspaces(pool: &PgPool) -> anyhow::Result<Vec<String>> {
+    let names: Vec<String> = (1..=3).map(|i| format!("bench-{i}")).collect();
+    sqlx::query(
+        "INSERT INTO timelines.workspaces (name, api_url, rate_limit_per_minute, monthly_api_calls)
+         SELECT name, 'https://bench.invalid', 50, 200000 FROM unnest($1::text[]) AS name
+         ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(&names)
+    .execute(pool)
+    .await?;
+    Ok(names)
+}
+
+/// Enqueues `n` no-op jobs over the three bench workspaces: 80 % in the first (queued earliest),
+/// 15 % in the second, the rest in the third. Returns the workspace names.
+async fn enqueue_spread(pool: &PgPool, n: i64) -> anyhow::Result<Vec<String>> {
+    let names = bench_workspaces(pool).await?;
+    let big = n * 80 / 100;
+    let middle = n * 15 / 100;
+    for (name, count) in names.iter().zip([big, middle, n - big - middle]) {
+        sqlx::query(
+            "INSERT INTO timelines.jobs (kind, payload, workspace)
+             SELECT 'noop', '{}', $1 FROM generate_series(1, $2)",
+        )
+        .bind(name)
+        .bind(count)
+        .execute(pool)
+        .await?;
+    }
+    Ok(names)
+}
+
+/// Times `samples` claims of one job (each claimed job is completed, outside the timing), over
+/// `workspaces` when given (the fair claim when there are several).
+async fn claim_latency(
+    pool: &PgPool,
+    samples: usize,
+    workspaces: Option<&[String]>,
+) -> anyhow::Result<(Duration, Duration)> {
     let kinds = vec!["noop".to_owned()];
     let claimer = sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
@@ -246,7 +321,11 @@ async fn claim_latency(pool: &PgPool, samples: usize) -> anyhow::Result<(Duratio
     let mut times = Vec::with_capacity(samples);
     for _ in 0..samples {
         let t = Instant::now();
-        let jobs = q::claim(&claimer, worker, 1, Duration::from_secs(30), &kinds).await?;
+        let scope = q::ClaimScope {
+            kinds: &kinds,
+            workspaces,
+        };
+        let jobs = q::claim_scoped(&claimer, worker, 1, Duration::from_secs(30), scope).await?;
         times.push(t.elapsed());
         let job = jobs
             .first()

@@ -252,7 +252,7 @@ impl Handler for Dispatcher {
 
     async fn handle(&self, job: Job) -> Outcome {
         if job.kind == "noop" {
-            return NoopHandler.handle(job).await;
+            return NoopHandler::default().handle(job).await;
         }
         // A quota reading always runs: it is how a held workspace learns it has room again.
         if job.kind != "refresh_quota" {

@@ -7,11 +7,26 @@ use super::{Handler, Job, Outcome};
 
 /// Runs `noop` jobs: sleeps `sleep_ms` if given, fails with `fail` if given, else succeeds.
 #[derive(Debug, Default, Clone)]
-pub struct NoopHandler;
+pub struct NoopHandler {
+    workspaces: Option<Vec<String>>,
+}
+
+impl NoopHandler {
+    /// A handler that claims jobs of `workspaces` only (fairly, when there are several).
+    pub fn for_workspaces(workspaces: Vec<String>) -> Self {
+        Self {
+            workspaces: Some(workspaces),
+        }
+    }
+}
 
 impl Handler for NoopHandler {
     fn kinds(&self) -> Vec<String> {
         vec!["noop".to_owned()]
+    }
+
+    fn workspaces(&self) -> Option<Vec<String>> {
+        self.workspaces.clone()
     }
 
     async fn handle(&self, job: Job) -> Outcome {

@@ -504,3 +504,158 @@ async fn an_attempt_whose_job_was_cancelled_is_stopped_at_the_next_heartbeat() {
         (Some("cancelled"), Some(true))
     );
 }
+
+/// Adds workspaces `names` (the jobs table accepts configured workspaces only).
+async fn add_workspaces(pool: &sqlx::PgPool, names: &[&str]) {
+    for name in names {
+        sqlx::query("INSERT INTO timelines.workspaces (name, api_url, rate_limit_per_minute, monthly_api_calls) VALUES ($1, 'https://x.example', 50, 200000)")
+            .bind(name)
+            .execute(pool)
+            .await
+            .unwrap();
+    }
+}
+
+/// Enqueues `count` no-op jobs in `workspace` with `priority`, due `age_minutes` ago.
+async fn enqueue_in(
+    pool: &sqlx::PgPool,
+    workspace: &str,
+    count: i64,
+    priority: i32,
+    age_minutes: i32,
+) {
+    sqlx::query(
+        "INSERT INTO timelines.jobs (kind, payload, workspace, priority, run_at)
+         SELECT 'noop', '{}', $1, $3, now() - make_interval(mins => $4) FROM generate_series(1, $2)",
+    )
+    .bind(workspace)
+    .bind(count)
+    .bind(priority)
+    .bind(age_minutes)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+fn workspaces(names: &[&str]) -> Vec<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+#[tokio::test]
+async fn a_claim_over_several_workspaces_takes_them_in_turn() {
+    let db = test_db().await;
+    add_workspaces(&db.pool, &["bulk", "small"]).await;
+    // A mass send queued an hour ago in one workspace, three newer jobs in another.
+    enqueue_in(&db.pool, "bulk", 200, 0, 60).await;
+    enqueue_in(&db.pool, "small", 3, 0, 1).await;
+    let kinds = noop_kinds();
+    let scope_names = workspaces(&["bulk", "small"]);
+    let scope = q::ClaimScope {
+        kinds: &kinds,
+        workspaces: Some(&scope_names),
+    };
+    let lease = Duration::from_secs(30);
+
+    let count = |jobs: &[timelines_sync::queue::Job], ws: &str| {
+        jobs.iter().filter(|j| j.workspace == ws).count()
+    };
+    let first = q::claim_scoped(&db.pool, "w", 4, lease, scope)
+        .await
+        .unwrap();
+    assert_eq!((count(&first, "bulk"), count(&first, "small")), (2, 2));
+    let second = q::claim_scoped(&db.pool, "w", 4, lease, scope)
+        .await
+        .unwrap();
+    assert_eq!((count(&second, "bulk"), count(&second, "small")), (3, 1));
+    // With the small workspace drained, a claim fills up from the other.
+    let third = q::claim_scoped(&db.pool, "w", 10, lease, scope)
+        .await
+        .unwrap();
+    assert_eq!((count(&third, "bulk"), count(&third, "small")), (10, 0));
+    // An unscoped claim keeps the plain order: the oldest first, whatever the workspace.
+    enqueue_in(&db.pool, "small", 1, 0, 1).await;
+    let plain = q::claim(&db.pool, "w", 5, lease, &kinds).await.unwrap();
+    assert_eq!(count(&plain, "bulk"), 5);
+}
+
+#[tokio::test]
+async fn within_its_turn_each_workspace_keeps_priority_order() {
+    let db = test_db().await;
+    add_workspaces(&db.pool, &["a", "b"]).await;
+    enqueue_in(&db.pool, "a", 5, 0, 60).await;
+    enqueue_in(&db.pool, "b", 5, 0, 60).await;
+    let urgent_a: i64 = sqlx::query_scalar(
+        "SELECT timelines.enqueue('noop', '{}', workspace => 'a', priority => 10)",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let urgent_b: i64 = sqlx::query_scalar(
+        "SELECT timelines.enqueue('noop', '{}', workspace => 'b', priority => 10)",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let kinds = noop_kinds();
+    let names = workspaces(&["a", "b"]);
+    let scope = q::ClaimScope {
+        kinds: &kinds,
+        workspaces: Some(&names),
+    };
+    let claimed = q::claim_scoped(&db.pool, "w", 2, Duration::from_secs(30), scope)
+        .await
+        .unwrap();
+    let mut ids: Vec<i64> = claimed.iter().map(|j| j.id).collect();
+    ids.sort();
+    assert_eq!(ids, vec![urgent_a, urgent_b]);
+}
+
+#[tokio::test]
+async fn concurrent_fair_claims_take_every_job_exactly_once() {
+    let db = test_db().await;
+    add_workspaces(&db.pool, &["a", "b", "c"]).await;
+    for ws in ["a", "b", "c"] {
+        enqueue_in(&db.pool, ws, 400, 0, 5).await;
+    }
+    let mut claimers = Vec::new();
+    for n in 0..6 {
+        let pool = db.pool.clone();
+        claimers.push(tokio::spawn(async move {
+            let kinds = noop_kinds();
+            let names = workspaces(&["a", "b", "c"]);
+            let scope = q::ClaimScope {
+                kinds: &kinds,
+                workspaces: Some(&names),
+            };
+            let mut mine = Vec::new();
+            loop {
+                let jobs =
+                    q::claim_scoped(&pool, &format!("w{n}"), 7, Duration::from_secs(30), scope)
+                        .await
+                        .unwrap();
+                if jobs.is_empty() {
+                    break mine;
+                }
+                mine.extend(jobs.into_iter().map(|j| j.id));
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for claimer in claimers {
+        all.extend(claimer.await.unwrap());
+    }
+    let total = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!(
+        (total, all.len()),
+        (1200, 1200),
+        "every job claimed, none twice"
+    );
+    let attempts: i64 =
+        sqlx::query_scalar("SELECT sum(attempts) FROM timelines.jobs WHERE state = 'running'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(attempts, 1200);
+}
