@@ -96,6 +96,12 @@ pub struct Settings {
     pub maintenance: MaintenanceSettings,
     /// Logging.
     pub log: LogSettings,
+    /// Systems polled for changes, by name (`[sources.NAME]`).
+    pub sources: BTreeMap<String, crate::sources::config::SourceSettings>,
+    /// What to do with the records of a source (`[[rules]]`).
+    pub rules: Vec<crate::sources::config::RuleSettings>,
+    /// Defaults for every rule: quiet hours, frequency cap.
+    pub policies: crate::sources::config::PolicySettings,
 }
 
 impl Default for Settings {
@@ -109,6 +115,9 @@ impl Default for Settings {
             dispatcher: DispatcherSettings::default(),
             maintenance: MaintenanceSettings::default(),
             log: LogSettings::default(),
+            sources: BTreeMap::new(),
+            rules: Vec::new(),
+            policies: Default::default(),
         }
     }
 }
@@ -486,6 +495,7 @@ impl Settings {
             1,
             1_000_000,
         )?;
+        crate::sources::Catalog::build(self, env)?;
         Ok(())
     }
 }

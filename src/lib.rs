@@ -27,6 +27,7 @@ pub mod pg;
 pub mod queue;
 pub mod shutdown;
 pub mod simulator;
+pub mod sources;
 pub mod startup;
 pub mod status;
 pub mod telemetry;

@@ -1,0 +1,1358 @@
+//! One run of a source: the incremental algorithm of ../shared/crm-sources.md §3.3.
+//!
+//! 1. Single-flight: a session advisory lock per source (released if the process dies), and for
+//!    scheduled runs one run per cron tick across all instances (`source_state.last_tick`).
+//! 2. Window: from `cursor - lookback` (never before the source's start point) to
+//!    `server time - settle` (exclusive); records changed later wait for the next run.
+//! 3. Pages in ascending cursor order where the source allows; re-anchored at result caps.
+//! 4. Per record: skip deleted ones, read the phone (E.164) and name, upsert the contact and the
+//!    watched fields, evaluate the rules (trigger, filter), apply opt-outs, the frequency cap and
+//!    quiet hours, render the templates.
+//! 5. Per page, one transaction: jobs (`ON CONFLICT (idempotency_key) DO NOTHING`), rule events,
+//!    contacts, watched fields, the cursor (sorted sources) and the run's counters. A crash
+//!    between fetch and commit repeats the page; the idempotency keys make the repeat a no-op.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use chrono_tz::Tz;
+use serde::Serialize;
+use serde_json::{Value, json};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use tokio::sync::Mutex;
+
+use super::config::Trigger;
+use super::fetch::{self, FetchError, HttpPages, SqlPages, Window};
+use super::policy::after_quiet_hours;
+use super::record::{self, Record, Skip, lookup, text};
+use super::spec::{Catalog, Initial, Rule, Source, SourceKind};
+use super::template::context;
+
+/// The advisory lock class of source runs (the key is `hashtext(source)`).
+const LOCK_CLASS: i32 = 0x7469_6d65; // "time"
+/// Skipped records written to `timelines.source_skips` per run at most (all are counted).
+const MAX_SKIP_ROWS: u64 = 1000;
+/// Planned jobs a dry run keeps to show (all are counted).
+const MAX_PLANNED: usize = 200;
+
+/// Why a run happens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// A cron tick.
+    Scheduled {
+        /// The tick's time.
+        tick: DateTime<Utc>,
+    },
+    /// `timelines-sync poll`.
+    Manual,
+    /// `timelines-sync backfill --since`.
+    Backfill {
+        /// The window's start.
+        since: DateTime<Utc>,
+    },
+}
+
+impl Mode {
+    fn as_str(self) -> &'static str {
+        match self {
+            Mode::Scheduled { .. } => "scheduled",
+            Mode::Manual => "manual",
+            Mode::Backfill { .. } => "backfill",
+        }
+    }
+}
+
+/// How a run did not happen or ended.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Another run of the source holds its lock (here or on another instance).
+    #[error("source {0} is being polled by another run")]
+    Busy(String),
+    /// Another instance already ran this cron tick.
+    #[error("this tick of source {0} already ran")]
+    TickTaken(String),
+    /// No source of that name.
+    #[error("no source called {0:?}")]
+    Unknown(String),
+    /// The run failed; the cursor stays at the last committed page.
+    #[error("polling {name} failed: {message}")]
+    Failed {
+        /// The source.
+        name: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// A job a run created (or, in a dry run, would create).
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedJob {
+    /// The rule.
+    pub rule: String,
+    /// The record.
+    pub record: String,
+    /// The job kind.
+    pub kind: String,
+    /// The payload.
+    pub payload: Value,
+    /// When it runs.
+    pub run_at: DateTime<Utc>,
+    /// Its idempotency key.
+    pub idempotency_key: String,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunReport {
+    /// The `source_runs` row (None in a dry run).
+    pub run_id: Option<i64>,
+    /// The source.
+    pub source: String,
+    /// The window read.
+    pub window_from: Option<DateTime<Utc>>,
+    /// Its exclusive end.
+    pub window_to: Option<DateTime<Utc>>,
+    /// The cursor before.
+    pub cursor_before: Option<DateTime<Utc>>,
+    /// The cursor after.
+    pub cursor_after: Option<DateTime<Utc>>,
+    /// Requests or queries made.
+    pub requests: u32,
+    /// Pages read.
+    pub pages: u32,
+    /// Records read in the window.
+    pub records_seen: u64,
+    /// Jobs created.
+    pub jobs_created: u64,
+    /// Skipped records and rule events by reason.
+    pub skipped: BTreeMap<String, u64>,
+    /// Rule events already handled by an earlier run (re-reads, overlaps).
+    pub duplicates: u64,
+    /// The first jobs created (all of them in a dry run, up to a limit).
+    pub planned: Vec<PlannedJob>,
+    /// The first skips, with details.
+    pub skip_examples: Vec<(String, String)>,
+    /// The run stopped at `max_records_per_run`; the next run continues.
+    pub stopped_early: bool,
+}
+
+/// Runs sources.
+pub struct Poller {
+    pool: PgPool,
+    catalog: Arc<Catalog>,
+    client: reqwest::Client,
+    instance: String,
+    sql_pools: Mutex<HashMap<String, PgPool>>,
+    /// Pause before the first retry of a failed request (tests shorten it).
+    pub retry_base: std::time::Duration,
+}
+
+/// The state of a source, as loaded.
+#[derive(Debug, Clone)]
+struct State {
+    cursor: DateTime<Utc>,
+    start_from: DateTime<Utc>,
+    boundary: HashSet<String>,
+}
+
+impl Poller {
+    /// A poller of `catalog`'s sources writing to `pool`.
+    pub fn new(pool: PgPool, catalog: Arc<Catalog>, instance: impl Into<String>) -> Self {
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("timelines-sync/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .build()
+            .expect("the HTTP client builds");
+        Self {
+            pool,
+            catalog,
+            client,
+            instance: instance.into(),
+            sql_pools: Mutex::new(HashMap::new()),
+            retry_base: std::time::Duration::from_secs(1),
+        }
+    }
+
+    /// The catalog.
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
+    }
+
+    /// Runs source `name` once.
+    pub async fn run(&self, name: &str, mode: Mode, dry_run: bool) -> Result<RunReport, RunError> {
+        let source = self
+            .catalog
+            .sources
+            .get(name)
+            .cloned()
+            .ok_or_else(|| RunError::Unknown(name.to_owned()))?;
+        let failed = |message: String| RunError::Failed {
+            name: name.to_owned(),
+            message,
+        };
+        let db = |e: sqlx::Error| failed(format!("database: {e}"));
+
+        // Single-flight: a session lock on a connection of its own, closed (and so released)
+        // when the run ends however it ends.
+        let mut lock = if dry_run {
+            None
+        } else {
+            let mut conn = self.pool.acquire().await.map_err(db)?.detach();
+            let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext($2))")
+                .bind(LOCK_CLASS)
+                .bind(name)
+                .fetch_one(&mut conn)
+                .await
+                .map_err(db)?;
+            if !locked {
+                return Err(RunError::Busy(name.to_owned()));
+            }
+            Some(conn)
+        };
+        let result = self.run_locked(&source, mode, dry_run).await;
+        if let Some(conn) = lock.take() {
+            let _ = sqlx::Connection::close(conn).await;
+        }
+        result
+    }
+
+    async fn run_locked(
+        &self,
+        source: &Arc<Source>,
+        mode: Mode,
+        dry_run: bool,
+    ) -> Result<RunReport, RunError> {
+        let name = source.name.as_str();
+        let failed = |message: String| RunError::Failed {
+            name: name.to_owned(),
+            message,
+        };
+        let db = |e: sqlx::Error| failed(format!("database: {e}"));
+
+        // A dry run does everything in one transaction that is rolled back.
+        let mut dry = if dry_run {
+            Some(self.pool.begin().await.map_err(db)?)
+        } else {
+            None
+        };
+        let state = {
+            let conn: &mut PgConnection = match &mut dry {
+                Some(tx) => tx,
+                None => &mut *self.pool.acquire().await.map_err(db)?,
+            };
+            let state = load_state(conn, source).await.map_err(db)?;
+            if let Mode::Scheduled { tick } = mode {
+                let claimed = sqlx::query(
+                    "UPDATE timelines.source_state SET last_tick = $2
+                      WHERE source = $1 AND (last_tick IS NULL OR last_tick < $2)",
+                )
+                .bind(name)
+                .bind(tick)
+                .execute(&mut *conn)
+                .await
+                .map_err(db)?;
+                if claimed.rows_affected() == 0 {
+                    return Err(RunError::TickTaken(name.to_owned()));
+                }
+            }
+            state
+        };
+
+        let now = Utc::now();
+        let settle = chrono::Duration::from_std(source.settle).unwrap_or_default();
+        let lookback = chrono::Duration::from_std(source.lookback).unwrap_or_default();
+        let lower = match mode {
+            Mode::Backfill { since } => since,
+            _ => (state.cursor - lookback).max(state.start_from),
+        };
+        let window = Window {
+            lower,
+            upper: now - settle,
+        };
+        let mut report = RunReport {
+            source: name.to_owned(),
+            window_from: Some(window.lower),
+            window_to: Some(window.upper),
+            cursor_before: Some(state.cursor),
+            ..RunReport::default()
+        };
+
+        let run_id = if dry_run {
+            None
+        } else {
+            let id: i64 = sqlx::query_scalar(
+                "WITH stale AS (
+                     UPDATE timelines.source_runs
+                        SET status = 'interrupted', finished_at = now(),
+                            error = 'the process running it stopped before the end'
+                      WHERE source = $1 AND status = 'running')
+                 INSERT INTO timelines.source_runs (source, mode, instance, window_from, window_to, cursor_before)
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            )
+            .bind(name)
+            .bind(mode.as_str())
+            .bind(&self.instance)
+            .bind(window.lower)
+            .bind(window.upper)
+            .bind(state.cursor)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?;
+            sqlx::query("UPDATE timelines.source_state SET last_run_id = $2, updated_at = now() WHERE source = $1")
+                .bind(name)
+                .bind(id)
+                .execute(&self.pool)
+                .await
+                .map_err(db)?;
+            Some(id)
+        };
+        report.run_id = run_id;
+
+        let outcome = self
+            .read_window(source, mode, state, window, &mut report, dry.as_mut())
+            .await;
+        if let Some(tx) = dry {
+            let _ = tx.rollback().await;
+        }
+        match outcome {
+            Ok(()) => {
+                if let Some(id) = run_id {
+                    finish_run(&self.pool, id, name, &report, None)
+                        .await
+                        .map_err(db)?;
+                }
+                Ok(report)
+            }
+            Err(message) => {
+                if let Some(id) = run_id {
+                    let _ = finish_run(&self.pool, id, name, &report, Some(&message)).await;
+                }
+                Err(failed(message))
+            }
+        }
+    }
+
+    async fn sql_pool(&self, source: &Source) -> Result<PgPool, String> {
+        let SourceKind::Sql(spec) = &source.kind else {
+            unreachable!("only SQL sources have a SQL pool");
+        };
+        let Some(url) = &spec.database_url else {
+            return Ok(self.pool.clone());
+        };
+        let mut pools = self.sql_pools.lock().await;
+        if let Some(pool) = pools.get(&source.name) {
+            return Ok(pool.clone());
+        }
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .connect(url.expose())
+            .await
+            .map_err(|e| format!("connecting to the source database: {}", redact_db_error(&e)))?;
+        pools.insert(source.name.clone(), pool.clone());
+        Ok(pool)
+    }
+
+    async fn read_window(
+        &self,
+        source: &Arc<Source>,
+        mode: Mode,
+        mut state: State,
+        window: Window,
+        report: &mut RunReport,
+        mut dry: Option<&mut Transaction<'static, Postgres>>,
+    ) -> Result<(), String> {
+        let templates = self.catalog.templates.clone();
+        let rules: Vec<&Rule> = self.catalog.rules_of(&source.name).collect();
+        let mut reader = match &source.kind {
+            SourceKind::Http(spec) => {
+                let mut pages = HttpPages::new(
+                    self.client.clone(),
+                    source.clone(),
+                    spec,
+                    templates.clone(),
+                    window,
+                );
+                pages.http.retry_base = self.retry_base;
+                Reader::Http(Box::new(pages))
+            }
+            SourceKind::Sql(spec) => {
+                let pool = self.sql_pool(source).await?;
+                Reader::Sql(SqlPages::new(pool, source, spec, window).map_err(|e| e.message)?)
+            }
+        };
+        let mut upper = window.upper;
+        let mut lower = window.lower;
+        // (id, cursor) already processed in this run: re-anchored queries repeat their boundary.
+        let mut seen: HashSet<(String, DateTime<Utc>)> = HashSet::new();
+        let mut last_cursor: Option<DateTime<Utc>> = None;
+        let mut skip_rows = 0u64;
+        loop {
+            if let Some(max) = source.max_records_per_run
+                && report.records_seen >= max
+            {
+                report.stopped_early = true;
+                break;
+            }
+            if let Reader::Http(pages) = &mut reader
+                && pages.near_cap()
+            {
+                let at = last_cursor.unwrap_or(lower);
+                if at <= lower {
+                    return Err(format!(
+                        "more records share the time {at} than the source's result cap allows in one query"
+                    ));
+                }
+                lower = at;
+                pages.reanchor(at);
+            }
+            let page = match &mut reader {
+                Reader::Http(pages) => pages.next_page().await,
+                Reader::Sql(pages) => pages.next_page().await,
+            };
+            report.requests = reader.requests();
+            let page = match page {
+                Ok(Some(page)) => page,
+                Ok(None) => break,
+                Err(FetchError { message, .. }) => return Err(message),
+            };
+            report.pages += 1;
+            if let Some(server) = page.server_time {
+                let settle = chrono::Duration::from_std(source.settle).unwrap_or_default();
+                if server - settle < upper {
+                    upper = server - settle;
+                    reader.set_upper(upper);
+                    report.window_to = Some(upper);
+                }
+            }
+
+            let mut skips: Vec<(Option<String>, Option<String>, Skip)> = Vec::new();
+            let mut records = Vec::new();
+            for raw in page.records {
+                match record::read(source, raw) {
+                    Ok(r) => {
+                        if r.cursor < window.lower || r.cursor >= upper {
+                            // Outside the window: before it (an API without a lower filter) or
+                            // too recent (the next run reads it once it has settled).
+                            continue;
+                        }
+                        if r.cursor == state.cursor && state.boundary.contains(&r.id) {
+                            continue;
+                        }
+                        if !seen.insert((r.id.clone(), r.cursor)) {
+                            continue;
+                        }
+                        records.push(r);
+                    }
+                    Err(skip) => skips.push((None, None, skip)),
+                }
+            }
+            report.records_seen += (records.len() + skips.len()) as u64;
+            if let (Reader::Http(pages), SourceKind::Http(spec)) = (&mut reader, &source.kind)
+                && !spec.enrich.is_empty()
+                && !records.is_empty()
+            {
+                fetch::enrich(&mut pages.http, source, spec, &templates, &mut records)
+                    .await
+                    .map_err(|e| e.message)?;
+                report.requests = reader.requests();
+            }
+            if let Some(max_cursor) = records.iter().map(|r| r.cursor).max() {
+                last_cursor = Some(last_cursor.map_or(max_cursor, |c| c.max(max_cursor)));
+            }
+
+            // The cursor to save with this page (sorted sources only): the highest time read, and
+            // the ids read at exactly that time (added to those of earlier pages at that time).
+            let checkpoint = if source.sorted {
+                last_cursor.map(|c| {
+                    let mut boundary: HashSet<String> = if c == state.cursor {
+                        state.boundary.clone()
+                    } else {
+                        HashSet::new()
+                    };
+                    boundary.extend(
+                        records
+                            .iter()
+                            .filter(|r| r.cursor == c)
+                            .map(|r| r.id.clone()),
+                    );
+                    (c, boundary)
+                })
+            } else {
+                None
+            };
+
+            let mut own_tx = match dry {
+                Some(_) => None,
+                None => Some(
+                    self.pool
+                        .begin()
+                        .await
+                        .map_err(|e| format!("database: {e}"))?,
+                ),
+            };
+            let tx: &mut PgConnection = match (&mut dry, &mut own_tx) {
+                (Some(tx), _) => tx,
+                (None, Some(tx)) => tx,
+                (None, None) => unreachable!("a transaction is open"),
+            };
+            write_page(
+                tx,
+                source,
+                &rules,
+                &self.catalog,
+                records,
+                &mut skips,
+                window.lower,
+                report,
+                mode,
+            )
+            .await
+            .map_err(|e| format!("database: {e}"))?;
+            if let Some((cursor, boundary)) = &checkpoint
+                && *cursor >= state.cursor
+            {
+                save_cursor(tx, &source.name, *cursor, boundary)
+                    .await
+                    .map_err(|e| format!("database: {e}"))?;
+                state.cursor = *cursor;
+                state.boundary = boundary.clone();
+            }
+            for (external_id, rule, skip) in &skips {
+                *report.skipped.entry(skip.reason.to_owned()).or_default() += 1;
+                if report.skip_examples.len() < 20 {
+                    report
+                        .skip_examples
+                        .push((skip.reason.to_owned(), skip.detail.clone()));
+                }
+                if let Some(run_id) = report.run_id
+                    && skip_rows < MAX_SKIP_ROWS
+                {
+                    skip_rows += 1;
+                    sqlx::query(
+                        "INSERT INTO timelines.source_skips (run_id, source, external_id, rule, reason, detail)
+                         VALUES ($1, $2, $3, $4, $5, $6)",
+                    )
+                    .bind(run_id)
+                    .bind(&source.name)
+                    .bind(external_id)
+                    .bind(rule)
+                    .bind(skip.reason)
+                    .bind(&skip.detail)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| format!("database: {e}"))?;
+                }
+            }
+            if let Some(run_id) = report.run_id {
+                update_counters(tx, run_id, report)
+                    .await
+                    .map_err(|e| format!("database: {e}"))?;
+            }
+            if let Some(tx) = own_tx {
+                tx.commit().await.map_err(|e| format!("database: {e}"))?;
+            }
+        }
+
+        // The whole window was read: the cursor moves to its end (records changed later come
+        // with later times; late-arriving ones are re-read by the lookback).
+        let end = if report.stopped_early {
+            state.cursor
+        } else {
+            upper.max(state.cursor)
+        };
+        let boundary = if end == state.cursor {
+            state.boundary.clone()
+        } else {
+            HashSet::new()
+        };
+        if matches!(mode, Mode::Backfill { .. }) && end < state.cursor {
+            // A backfill never moves the cursor back.
+        } else {
+            let conn: &mut PgConnection = match &mut dry {
+                Some(tx) => tx,
+                None => &mut *self
+                    .pool
+                    .acquire()
+                    .await
+                    .map_err(|e| format!("database: {e}"))?,
+            };
+            save_cursor(conn, &source.name, end, &boundary)
+                .await
+                .map_err(|e| format!("database: {e}"))?;
+        }
+        report.cursor_after = Some(end);
+        Ok(())
+    }
+}
+
+enum Reader {
+    Http(Box<HttpPages>),
+    Sql(SqlPages),
+}
+
+impl Reader {
+    fn requests(&self) -> u32 {
+        match self {
+            Reader::Http(p) => p.http.requests,
+            Reader::Sql(p) => p.requests,
+        }
+    }
+    fn set_upper(&mut self, upper: DateTime<Utc>) {
+        match self {
+            Reader::Http(p) => p.set_upper(upper),
+            Reader::Sql(p) => p.set_upper(upper),
+        }
+    }
+}
+
+/// A database error without the connection string.
+fn redact_db_error(error: &sqlx::Error) -> String {
+    match error {
+        sqlx::Error::Configuration(_) => "invalid database_url".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+async fn load_state(conn: &mut PgConnection, source: &Source) -> sqlx::Result<State> {
+    let initial = match source.initial {
+        Initial::Now => None,
+        Initial::At(t) => Some(t),
+    };
+    // A new source starts at its `initial` point (default: now), never at the beginning of time.
+    sqlx::query(
+        "INSERT INTO timelines.source_state (source, cursor_value, start_from)
+         VALUES ($1, coalesce($2, now()), coalesce($2, now()))
+         ON CONFLICT (source) DO NOTHING",
+    )
+    .bind(&source.name)
+    .bind(initial)
+    .execute(&mut *conn)
+    .await?;
+    let (cursor, start_from, boundary): (DateTime<Utc>, DateTime<Utc>, Vec<String>) = sqlx::query_as(
+        "SELECT cursor_value, start_from, boundary_ids FROM timelines.source_state WHERE source = $1",
+    )
+    .bind(&source.name)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(State {
+        cursor,
+        start_from,
+        boundary: boundary.into_iter().collect(),
+    })
+}
+
+async fn save_cursor(
+    conn: &mut PgConnection,
+    source: &str,
+    cursor: DateTime<Utc>,
+    boundary: &HashSet<String>,
+) -> sqlx::Result<()> {
+    let mut ids: Vec<&String> = boundary.iter().collect();
+    ids.sort();
+    sqlx::query(
+        "UPDATE timelines.source_state SET cursor_value = $2, boundary_ids = $3, updated_at = now()
+          WHERE source = $1",
+    )
+    .bind(source)
+    .bind(cursor)
+    .bind(ids)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+async fn update_counters(
+    conn: &mut PgConnection,
+    run_id: i64,
+    report: &RunReport,
+) -> sqlx::Result<()> {
+    let skipped: u64 = report.skipped.values().sum();
+    sqlx::query(
+        "UPDATE timelines.source_runs
+            SET requests = $2, pages = $3, records_seen = $4, jobs_created = $5,
+                records_skipped = $6, skipped = $7, window_to = $8
+          WHERE id = $1",
+    )
+    .bind(run_id)
+    .bind(report.requests as i32)
+    .bind(report.pages as i32)
+    .bind(report.records_seen as i32)
+    .bind(report.jobs_created as i32)
+    .bind(skipped as i32)
+    .bind(json!(report.skipped))
+    .bind(report.window_to)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+async fn finish_run(
+    pool: &PgPool,
+    run_id: i64,
+    source: &str,
+    report: &RunReport,
+    error: Option<&str>,
+) -> sqlx::Result<()> {
+    let mut tx = pool.begin().await?;
+    update_counters(&mut tx, run_id, report).await?;
+    sqlx::query(
+        "UPDATE timelines.source_runs
+            SET status = CASE WHEN $2::text IS NULL THEN 'succeeded' ELSE 'failed' END,
+                finished_at = now(), error = $2, cursor_after = $3
+          WHERE id = $1",
+    )
+    .bind(run_id)
+    .bind(error)
+    .bind(report.cursor_after)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "UPDATE timelines.source_state
+            SET last_error = $2, updated_at = now(),
+                last_success_at = CASE WHEN $2::text IS NULL THEN now() ELSE last_success_at END
+          WHERE source = $1",
+    )
+    .bind(source)
+    .bind(error)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
+}
+
+/// One rule event found on a page.
+struct Event<'a> {
+    rule: &'a Rule,
+    record: usize,
+    key: String,
+}
+
+/// Per record, what the page read.
+struct Read {
+    record: Record,
+    phone: Option<String>,
+    opted_out: bool,
+    watched: Value,
+}
+
+/// The part of an idempotency key that names the event; long values are hashed.
+fn event_part(text: &str) -> String {
+    if text.len() <= 64 {
+        text.to_owned()
+    } else {
+        uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, text.as_bytes()).to_string()
+    }
+}
+
+fn same(a: &Value, b: &Value) -> bool {
+    a == b || matches!((text(a), text(b)), (Some(x), Some(y)) if x == y)
+}
+
+fn stamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Processes one page's records and writes everything about them in `tx`.
+#[allow(clippy::too_many_arguments)]
+async fn write_page(
+    tx: &mut PgConnection,
+    source: &Source,
+    rules: &[&Rule],
+    catalog: &Catalog,
+    records: Vec<Record>,
+    skips: &mut Vec<(Option<String>, Option<String>, Skip)>,
+    window_lower: DateTime<Utc>,
+    report: &mut RunReport,
+    _mode: Mode,
+) -> sqlx::Result<()> {
+    let templates = &catalog.templates;
+    if records.is_empty() {
+        return Ok(());
+    }
+    // Last values of the watched fields.
+    let ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
+    let previous: HashMap<String, Value> = if source.watched.is_empty()
+        && !rules
+            .iter()
+            .any(|r| r.trigger == Trigger::Created && source.created_field.is_none())
+    {
+        HashMap::new()
+    } else {
+        sqlx::query_as::<_, (String, Value)>(
+            "SELECT external_id, watched FROM timelines.source_records
+              WHERE source = $1 AND external_id = ANY($2)",
+        )
+        .bind(&source.name)
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect()
+    };
+
+    // Read each record: deleted ones, phones, opt-out flags.
+    let mut reads: Vec<Read> = Vec::new();
+    let mut deleted: Vec<String> = Vec::new();
+    for record in records {
+        if source.skip_if {
+            match record::test(templates, source, "skip_if", &record) {
+                Ok(true) => {
+                    deleted.push(record.id.clone());
+                    skips.push((
+                        Some(record.id.clone()),
+                        None,
+                        Skip::new(
+                            "deleted",
+                            format!("record {} is deleted or archived", record.id),
+                        ),
+                    ));
+                    continue;
+                }
+                Ok(false) => {}
+                Err(skip) => {
+                    skips.push((Some(record.id.clone()), None, skip));
+                    continue;
+                }
+            }
+        }
+        let opted_out = if source.opted_out_if {
+            match record::test(templates, source, "opted_out_if", &record) {
+                Ok(flag) => flag,
+                Err(skip) => {
+                    skips.push((Some(record.id.clone()), None, skip));
+                    continue;
+                }
+            }
+        } else {
+            false
+        };
+        let phone = match record::phone_of(source, &record) {
+            Ok(phone) => Some(phone),
+            Err(skip) => {
+                skips.push((Some(record.id.clone()), None, skip));
+                None
+            }
+        };
+        let watched = Value::Object(
+            source
+                .watched
+                .iter()
+                .map(|f| {
+                    (
+                        f.clone(),
+                        lookup(&record.variables, f).cloned().unwrap_or(Value::Null),
+                    )
+                })
+                .collect(),
+        );
+        reads.push(Read {
+            record,
+            phone,
+            opted_out,
+            watched,
+        });
+    }
+
+    // Queued jobs of records deleted since are cancelled.
+    if !deleted.is_empty() {
+        sqlx::query(
+            "UPDATE timelines.jobs
+                SET state = 'cancelled', finished_at = now(), updated_at = now(),
+                    last_error = 'cancelled: the record was deleted in source ' || $1
+              WHERE id IN (SELECT job_id FROM timelines.rule_events
+                            WHERE source = $1 AND external_id = ANY($2) AND job_id IS NOT NULL)
+                AND state IN ('queued', 'retrying', 'held')",
+        )
+        .bind(&source.name)
+        .bind(&deleted)
+        .execute(&mut *tx)
+        .await?;
+    }
+
+    // Watched fields and contacts.
+    {
+        let ids: Vec<&str> = reads.iter().map(|r| r.record.id.as_str()).collect();
+        let cursors: Vec<DateTime<Utc>> = reads.iter().map(|r| r.record.cursor).collect();
+        let watched: Vec<Value> = reads.iter().map(|r| r.watched.clone()).collect();
+        sqlx::query(
+            "INSERT INTO timelines.source_records AS r (source, external_id, cursor_value, watched)
+             SELECT $1, * FROM unnest($2::text[], $3::timestamptz[], $4::jsonb[])
+             ON CONFLICT (source, external_id) DO UPDATE
+                SET cursor_value = greatest(r.cursor_value, excluded.cursor_value),
+                    watched = CASE WHEN excluded.cursor_value >= r.cursor_value
+                                   THEN excluded.watched ELSE r.watched END,
+                    last_seen = now()",
+        )
+        .bind(&source.name)
+        .bind(&ids)
+        .bind(&cursors)
+        .bind(&watched)
+        .execute(&mut *tx)
+        .await?;
+
+        let with_phone: Vec<&Read> = reads.iter().filter(|r| r.phone.is_some()).collect();
+        let ids: Vec<&str> = with_phone.iter().map(|r| r.record.id.as_str()).collect();
+        let phones: Vec<&str> = with_phone
+            .iter()
+            .filter_map(|r| r.phone.as_deref())
+            .collect();
+        let names: Vec<Option<String>> = with_phone
+            .iter()
+            .map(|r| record::name_of(source, &r.record))
+            .collect();
+        let fields: Vec<Value> = with_phone
+            .iter()
+            .map(|r| r.record.variables.clone())
+            .collect();
+        let opted: Vec<bool> = with_phone.iter().map(|r| r.opted_out).collect();
+        sqlx::query(
+            "INSERT INTO timelines.contacts AS c (source, external_id, phone, name, fields, opted_out)
+             SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::jsonb[], $6::boolean[])
+             ON CONFLICT (source, external_id) DO UPDATE
+                SET phone = excluded.phone, name = excluded.name, fields = excluded.fields,
+                    opted_out = excluded.opted_out, last_seen = now()",
+        )
+        .bind(&source.name)
+        .bind(&ids)
+        .bind(&phones)
+        .bind(&names)
+        .bind(&fields)
+        .bind(&opted)
+        .execute(&mut *tx)
+        .await?;
+    }
+
+    // Rule events.
+    let mut events: Vec<Event> = Vec::new();
+    for (index, read) in reads.iter().enumerate() {
+        if read.phone.is_none() {
+            continue;
+        }
+        let record = &read.record;
+        let before = previous.get(&record.id);
+        let created_now = match (record.created, source.created_field.is_some()) {
+            (Some(created), _) => created >= window_lower,
+            (None, true) => false,
+            (None, false) => before.is_none(),
+        };
+        for rule in rules {
+            let event = match rule.trigger {
+                Trigger::Created => created_now.then(|| "created".to_owned()),
+                Trigger::Updated => Some(format!("updated@{}", stamp(record.cursor))),
+                Trigger::FieldChanged | Trigger::FieldEquals => {
+                    let field = rule.field.as_deref().unwrap_or_default();
+                    let now = lookup(&record.variables, field)
+                        .cloned()
+                        .unwrap_or(Value::Null);
+                    let was = before.map(|w| w.get(field).cloned().unwrap_or(Value::Null));
+                    let changed = match &was {
+                        Some(was) => !same(was, &now),
+                        None => rule.trigger == Trigger::FieldEquals || created_now,
+                    };
+                    let wanted = rule.value.as_ref().is_none_or(|v| same(v, &now));
+                    let value = text(&now).unwrap_or_else(|| now.to_string());
+                    (changed && wanted && !now.is_null())
+                        .then(|| format!("{field}={}@{}", event_part(&value), stamp(record.cursor)))
+                }
+            };
+            let Some(event) = event else { continue };
+            if rule.filter {
+                match templates.test(&rule.template("filter"), &context(&record.variables)) {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(e) => {
+                        skips.push((
+                            Some(record.id.clone()),
+                            Some(rule.name.clone()),
+                            Skip::new(
+                                "filter_error",
+                                format!("record {}: rule {}: filter: {e}", record.id, rule.name),
+                            ),
+                        ));
+                        continue;
+                    }
+                }
+            }
+            events.push(Event {
+                rule,
+                record: index,
+                key: format!("poll:{}:{}:{}:{}", source.name, rule.name, record.id, event),
+            });
+        }
+    }
+    if events.is_empty() {
+        return Ok(());
+    }
+
+    // Events handled before (re-reads, overlapping runs, a repeated page after a crash).
+    let keys: Vec<&str> = events.iter().map(|e| e.key.as_str()).collect();
+    let known: HashSet<String> = sqlx::query_scalar(
+        "SELECT idempotency_key FROM timelines.rule_events WHERE idempotency_key = ANY($1)",
+    )
+    .bind(&keys)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .collect();
+    let before = events.len();
+    events.retain(|e| !known.contains(&e.key));
+    report.duplicates += (before - events.len()) as u64;
+
+    let phones: Vec<&str> = events
+        .iter()
+        .filter_map(|e| reads[e.record].phone.as_deref())
+        .collect();
+    let opted_out: HashSet<String> = sqlx::query_scalar(
+        "SELECT phone FROM timelines.opt_outs WHERE phone = ANY($1)
+         UNION SELECT phone FROM timelines.contacts WHERE phone = ANY($1) AND opted_out",
+    )
+    .bind(&phones)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .collect();
+    // Messages per phone inside each cap window in use.
+    let mut sent: HashMap<(u64, String), i64> = HashMap::new();
+    let windows: HashSet<u64> = events
+        .iter()
+        .filter_map(|e| e.rule.frequency_cap.map(|c| c.window.as_secs()))
+        .collect();
+    for secs in windows {
+        let counts: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT phone, count(*) FROM timelines.rule_events
+              WHERE phone = ANY($1) AND outcome = 'enqueued' AND messages
+                AND created_at > now() - make_interval(secs => $2)
+              GROUP BY phone",
+        )
+        .bind(&phones)
+        .bind(secs as f64)
+        .fetch_all(&mut *tx)
+        .await?;
+        for (phone, n) in counts {
+            sent.insert((secs, phone), n);
+        }
+    }
+
+    struct Outcome {
+        key: String,
+        rule: String,
+        external_id: String,
+        phone: Option<String>,
+        outcome: &'static str,
+        messages: bool,
+        detail: Option<String>,
+        job: Option<PlannedJob>,
+    }
+    let now = Utc::now();
+    let mut outcomes: Vec<Outcome> = Vec::new();
+    let mut claimed_keys: HashSet<String> = HashSet::new();
+    for event in &events {
+        if !claimed_keys.insert(event.key.clone()) {
+            continue;
+        }
+        let read = &reads[event.record];
+        let rule = event.rule;
+        let phone = read
+            .phone
+            .clone()
+            .expect("events are found for records with a phone");
+        let messages = rule.messages_contact();
+        let mut outcome = Outcome {
+            key: event.key.clone(),
+            rule: rule.name.clone(),
+            external_id: read.record.id.clone(),
+            phone: Some(phone.clone()),
+            outcome: "enqueued",
+            messages,
+            detail: None,
+            job: None,
+        };
+        if !rule.ignore_opt_out && (read.opted_out || opted_out.contains(&phone)) {
+            outcome.outcome = "opted_out";
+            outcome.detail = Some(format!("{phone} opted out"));
+            skips.push((
+                Some(read.record.id.clone()),
+                Some(rule.name.clone()),
+                Skip::new(
+                    "opted_out",
+                    format!(
+                        "record {}: rule {}: {phone} has opted out",
+                        read.record.id, rule.name
+                    ),
+                ),
+            ));
+            outcomes.push(outcome);
+            continue;
+        }
+        if messages && let Some(cap) = rule.frequency_cap {
+            let count = sent
+                .entry((cap.window.as_secs(), phone.clone()))
+                .or_default();
+            if *count >= i64::from(cap.max) {
+                outcome.outcome = "capped";
+                outcome.detail = Some(format!(
+                    "{} messages to {phone} in {} h already",
+                    count,
+                    cap.window.as_secs() / 3600
+                ));
+                skips.push((
+                    Some(read.record.id.clone()),
+                    Some(rule.name.clone()),
+                    Skip::new(
+                        "frequency_cap",
+                        format!(
+                            "record {}: rule {}: {phone} reached the cap of {} per {} h",
+                            read.record.id,
+                            rule.name,
+                            cap.max,
+                            cap.window.as_secs() / 3600
+                        ),
+                    ),
+                ));
+                outcomes.push(outcome);
+                continue;
+            }
+            *count += 1;
+        }
+        match build_job(source, rule, catalog, read, &phone, now) {
+            Ok(job) => {
+                outcome.job = Some(PlannedJob {
+                    idempotency_key: event.key.clone(),
+                    ..job
+                })
+            }
+            Err(detail) => {
+                if messages && let Some(cap) = rule.frequency_cap {
+                    *sent
+                        .entry((cap.window.as_secs(), phone.clone()))
+                        .or_default() -= 1;
+                }
+                outcome.outcome = "skipped";
+                outcome.detail = Some(detail.clone());
+                skips.push((
+                    Some(read.record.id.clone()),
+                    Some(rule.name.clone()),
+                    Skip::new("template_error", detail),
+                ));
+            }
+        }
+        outcomes.push(outcome);
+    }
+
+    // The jobs: one statement for the page; if a payload is refused by the table's checks, each
+    // job alone, so one bad job is recorded and the others go in.
+    let jobs: Vec<&PlannedJob> = outcomes.iter().filter_map(|o| o.job.as_ref()).collect();
+    let mut ids_by_key: HashMap<String, i64> = HashMap::new();
+    let mut refused: HashMap<String, String> = HashMap::new();
+    if !jobs.is_empty() {
+        sqlx::query("SAVEPOINT page_jobs").execute(&mut *tx).await?;
+        match insert_jobs(tx, &jobs, rules).await {
+            Ok(rows) => {
+                sqlx::query("RELEASE SAVEPOINT page_jobs")
+                    .execute(&mut *tx)
+                    .await?;
+                ids_by_key.extend(rows);
+            }
+            Err(sqlx::Error::Database(_)) => {
+                sqlx::query("ROLLBACK TO SAVEPOINT page_jobs")
+                    .execute(&mut *tx)
+                    .await?;
+                for job in &jobs {
+                    sqlx::query("SAVEPOINT one_job").execute(&mut *tx).await?;
+                    match insert_jobs(tx, std::slice::from_ref(job), rules).await {
+                        Ok(rows) => {
+                            sqlx::query("RELEASE SAVEPOINT one_job")
+                                .execute(&mut *tx)
+                                .await?;
+                            ids_by_key.extend(rows);
+                        }
+                        Err(sqlx::Error::Database(e)) => {
+                            sqlx::query("ROLLBACK TO SAVEPOINT one_job")
+                                .execute(&mut *tx)
+                                .await?;
+                            refused.insert(job.idempotency_key.clone(), e.message().to_owned());
+                        }
+                        Err(other) => return Err(other),
+                    }
+                }
+            }
+            Err(other) => return Err(other),
+        }
+    }
+    for outcome in &mut outcomes {
+        if let Some(message) = refused.remove(&outcome.key) {
+            outcome.outcome = "skipped";
+            outcome.detail = Some(format!("job refused: {message}"));
+            skips.push((
+                Some(outcome.external_id.clone()),
+                Some(outcome.rule.clone()),
+                Skip::new(
+                    "job_refused",
+                    format!(
+                        "record {}: rule {}: {message}",
+                        outcome.external_id, outcome.rule
+                    ),
+                ),
+            ));
+            outcome.job = None;
+        }
+    }
+    for outcome in &outcomes {
+        if let Some(job) = &outcome.job {
+            report.jobs_created += 1;
+            if report.planned.len() < MAX_PLANNED {
+                report.planned.push(job.clone());
+            }
+        }
+    }
+
+    let keys: Vec<&str> = outcomes.iter().map(|o| o.key.as_str()).collect();
+    let rule_names: Vec<&str> = outcomes.iter().map(|o| o.rule.as_str()).collect();
+    let externals: Vec<&str> = outcomes.iter().map(|o| o.external_id.as_str()).collect();
+    let phones: Vec<Option<&str>> = outcomes.iter().map(|o| o.phone.as_deref()).collect();
+    let kinds: Vec<&str> = outcomes.iter().map(|o| o.outcome).collect();
+    let job_ids: Vec<Option<i64>> = outcomes
+        .iter()
+        .map(|o| ids_by_key.get(&o.key).copied())
+        .collect();
+    let messages: Vec<bool> = outcomes.iter().map(|o| o.messages).collect();
+    let details: Vec<Option<&str>> = outcomes.iter().map(|o| o.detail.as_deref()).collect();
+    sqlx::query(
+        "INSERT INTO timelines.rule_events
+             (idempotency_key, source, rule, external_id, phone, outcome, job_id, messages, detail, run_id)
+         SELECT k, $2, r, x, p, o, j, m, d, $10
+           FROM unnest($1::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[],
+                       $8::boolean[], $9::text[]) AS t(k, r, x, p, o, j, m, d)
+         ON CONFLICT (idempotency_key) DO NOTHING",
+    )
+    .bind(&keys)
+    .bind(&source.name)
+    .bind(&rule_names)
+    .bind(&externals)
+    .bind(&phones)
+    .bind(&kinds)
+    .bind(&job_ids)
+    .bind(&messages)
+    .bind(&details)
+    .bind(report.run_id)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+async fn insert_jobs(
+    tx: &mut PgConnection,
+    jobs: &[&PlannedJob],
+    rules: &[&Rule],
+) -> sqlx::Result<Vec<(String, i64)>> {
+    let rule_of = |name: &str| rules.iter().find(|r| r.name == name).copied();
+    let kinds: Vec<&str> = jobs.iter().map(|j| j.kind.as_str()).collect();
+    let payloads: Vec<&Value> = jobs.iter().map(|j| &j.payload).collect();
+    let workspaces: Vec<&str> = jobs
+        .iter()
+        .map(|j| rule_of(&j.rule).map_or("default", |r| r.workspace.as_str()))
+        .collect();
+    let run_at: Vec<DateTime<Utc>> = jobs.iter().map(|j| j.run_at).collect();
+    let priorities: Vec<i32> = jobs
+        .iter()
+        .map(|j| rule_of(&j.rule).map_or(0, |r| r.priority))
+        .collect();
+    let keys: Vec<&str> = jobs.iter().map(|j| j.idempotency_key.as_str()).collect();
+    let attempts: Vec<Option<i32>> = jobs
+        .iter()
+        .map(|j| rule_of(&j.rule).and_then(|r| r.max_attempts))
+        .collect();
+    sqlx::query_as(
+        "INSERT INTO timelines.jobs (kind, payload, workspace, run_at, priority, idempotency_key, max_attempts)
+         SELECT k, p, w, r, pr, key, coalesce(a, 20)
+           FROM unnest($1::text[], $2::jsonb[], $3::text[], $4::timestamptz[], $5::int[], $6::text[], $7::int[])
+                AS t(k, p, w, r, pr, key, a)
+         ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+         RETURNING idempotency_key, id",
+    )
+    .bind(&kinds)
+    .bind(&payloads)
+    .bind(&workspaces)
+    .bind(&run_at)
+    .bind(&priorities)
+    .bind(&keys)
+    .bind(&attempts)
+    .fetch_all(&mut *tx)
+    .await
+}
+
+/// The job for one event: payload from the rule (templates rendered over the record's
+/// variables and `contact`), the phone, the run time after the delay and quiet hours.
+fn build_job(
+    source: &Source,
+    rule: &Rule,
+    catalog: &Catalog,
+    read: &Read,
+    phone: &str,
+    now: DateTime<Utc>,
+) -> Result<PlannedJob, String> {
+    let mut variables = read.record.variables.clone();
+    if let Some(vars) = variables.as_object_mut() {
+        vars.insert(
+            "contact".to_owned(),
+            json!({
+                "phone": phone,
+                "name": record::name_of(source, &read.record),
+                "external_id": read.record.id,
+            }),
+        );
+        vars.insert("source".to_owned(), json!(source.name));
+    }
+    let ctx = context(&variables);
+    let templates = &catalog.templates;
+    let mut payload = rule.payload.clone();
+    for field in &rule.payload_templates {
+        let value = templates
+            .render(&rule.template(&format!("payload:{field}")), &ctx)
+            .map_err(|e| {
+                format!(
+                    "record {}: rule {}: payload.{field}: {e}",
+                    read.record.id, rule.name
+                )
+            })?;
+        payload.insert(field.clone(), Value::String(value));
+    }
+    if rule.text {
+        let text = templates
+            .render(&rule.template("text"), &ctx)
+            .map_err(|e| {
+                format!(
+                    "record {}: rule {}: template: {e}",
+                    read.record.id, rule.name
+                )
+            })?;
+        if text.trim().is_empty() {
+            return Err(format!(
+                "record {}: rule {}: the message is empty",
+                read.record.id, rule.name
+            ));
+        }
+        payload.insert("text".to_owned(), Value::String(text));
+    }
+    payload.insert("phone".to_owned(), Value::String(phone.to_owned()));
+    let mut run_at = now + chrono::Duration::from_std(rule.delay).unwrap_or_default();
+    if rule.messages_contact()
+        && let Some(quiet) = &rule.quiet_hours
+    {
+        let zone = source
+            .timezone_field
+            .as_deref()
+            .and_then(|f| lookup(&read.record.variables, f))
+            .and_then(text)
+            .and_then(|z| z.parse::<Tz>().ok());
+        run_at = after_quiet_hours(run_at, quiet, zone);
+    }
+    Ok(PlannedJob {
+        rule: rule.name.clone(),
+        record: read.record.id.clone(),
+        kind: rule.action.clone(),
+        payload: Value::Object(payload),
+        run_at,
+        idempotency_key: String::new(),
+    })
+}

@@ -1,0 +1,205 @@
+//! Vendor presets: each fills the generic HTTP source description for one vendor's change feed,
+//! following ../shared/crm-sources.md. Keys the user sets win over the preset's, except
+//! `properties`, which adds to the preset's list.
+
+use std::collections::BTreeMap;
+
+use super::config::{EnrichSettings, PaginationSettings, SourceSettings};
+
+/// The names of all presets.
+pub const NAMES: &[&str] = &["hubspot.contacts", "hubspot.deals"];
+
+/// The preset called `name`.
+pub fn preset(name: &str) -> Option<SourceSettings> {
+    match name {
+        "hubspot.contacts" => Some(hubspot_contacts()),
+        "hubspot.deals" => Some(hubspot_deals()),
+        _ => None,
+    }
+}
+
+/// The search body shared by HubSpot objects: an inclusive lower bound and an exclusive upper
+/// bound on the modification property (epoch milliseconds, as HubSpot's date filters want), one
+/// ascending sort on it (ties come back in id order), at most 200 per page and the `after`
+/// offset token. HubSpot caps a query at 10,000 results; `result_cap` re-anchors before that.
+fn hubspot_search_body(cursor_property: &str) -> String {
+    format!(
+        r#"{{"filterGroups":[{{"filters":[{{"propertyName":"{cursor_property}","operator":"GTE","value":"{{{{ cursor.lower | unix_ms }}}}"}},{{"propertyName":"{cursor_property}","operator":"LT","value":"{{{{ cursor.upper | unix_ms }}}}"}}]}}],"sorts":[{{"propertyName":"{cursor_property}","direction":"ASCENDING"}}],"properties":{{{{ properties | tojson }}}},"limit":{{{{ page.size }}}}{{% if page.token %}},"after":"{{{{ page.token }}}}"{{% endif %}}}}"#
+    )
+}
+
+fn hubspot_base() -> SourceSettings {
+    SourceSettings {
+        base_url: Some("https://api.hubapi.com".to_owned()),
+        method: Some("POST".to_owned()),
+        records_path: Some("results".to_owned()),
+        id_field: Some("id".to_owned()),
+        fields_path: Some("properties".to_owned()),
+        skip_if: Some("archived".to_owned()),
+        pagination: Some(PaginationSettings {
+            kind: "token".to_owned(),
+            token_path: Some("paging.next.after".to_owned()),
+            ..PaginationSettings::default()
+        }),
+        page_size: Some(200),
+        sorted: Some(true),
+        result_cap: Some(10_000),
+        // Search is limited to 5 requests per second per account, shared with other apps.
+        requests_per_second: Some(4.0),
+        // Search is eventually consistent: updates can appear "after a few moments".
+        lookback_seconds: Some(600),
+        settle_seconds: Some(60),
+        ..SourceSettings::default()
+    }
+}
+
+const HUBSPOT_CONTACT_PROPERTIES: &[&str] = &[
+    "firstname",
+    "lastname",
+    "email",
+    "phone",
+    "mobilephone",
+    "hs_whatsapp_phone_number",
+    "lifecyclestage",
+    "createdate",
+    "lastmodifieddate",
+];
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+fn hubspot_contacts() -> SourceSettings {
+    SourceSettings {
+        path: Some("/crm/v3/objects/contacts/search".to_owned()),
+        body: Some(hubspot_search_body("lastmodifieddate")),
+        cursor_field: Some("properties.lastmodifieddate".to_owned()),
+        created_field: Some("properties.createdate".to_owned()),
+        phone_fields: Some(strings(&[
+            "hs_whatsapp_phone_number",
+            "mobilephone",
+            "phone",
+        ])),
+        name_fields: Some(strings(&["firstname", "lastname"])),
+        properties: Some(strings(HUBSPOT_CONTACT_PROPERTIES)),
+        ..hubspot_base()
+    }
+}
+
+/// A JSON list of `{"id": ...}` inputs for HubSpot batch endpoints.
+const HUBSPOT_INPUTS: &str =
+    r#"[{% for id in ids %}{"id":"{{ id }}"}{% if not loop.last %},{% endif %}{% endfor %}]"#;
+
+fn hubspot_deals() -> SourceSettings {
+    let contact_properties =
+        serde_json::to_string(HUBSPOT_CONTACT_PROPERTIES).expect("a list of strings serialises");
+    SourceSettings {
+        path: Some("/crm/v3/objects/deals/search".to_owned()),
+        body: Some(hubspot_search_body("hs_lastmodifieddate")),
+        cursor_field: Some("properties.hs_lastmodifieddate".to_owned()),
+        created_field: Some("properties.createdate".to_owned()),
+        // Search results carry no associations: the deal's first contact is looked up per page,
+        // then read, for its phone and name (never cached across runs: phones change).
+        enrich: Some(vec![
+            EnrichSettings {
+                name: "deal_contacts".to_owned(),
+                ids_from: "id".to_owned(),
+                method: "POST".to_owned(),
+                path: "/crm/v4/associations/deals/contacts/batch/read".to_owned(),
+                query: BTreeMap::new(),
+                body: Some(format!(r#"{{"inputs":{HUBSPOT_INPUTS}}}"#)),
+                records_path: "results".to_owned(),
+                key_field: "from.id".to_owned(),
+                batch_size: 100,
+            },
+            EnrichSettings {
+                name: "person".to_owned(),
+                ids_from: "deal_contacts.to.0.toObjectId".to_owned(),
+                method: "POST".to_owned(),
+                path: "/crm/v3/objects/contacts/batch/read".to_owned(),
+                query: BTreeMap::new(),
+                body: Some(format!(
+                    r#"{{"properties":{contact_properties},"inputs":{HUBSPOT_INPUTS}}}"#
+                )),
+                records_path: "results".to_owned(),
+                key_field: "id".to_owned(),
+                batch_size: 100,
+            },
+        ]),
+        phone_fields: Some(strings(&[
+            "person.properties.hs_whatsapp_phone_number",
+            "person.properties.mobilephone",
+            "person.properties.phone",
+        ])),
+        name_fields: Some(strings(&[
+            "person.properties.firstname",
+            "person.properties.lastname",
+        ])),
+        properties: Some(strings(&[
+            "dealname",
+            "amount",
+            "dealstage",
+            "pipeline",
+            "closedate",
+            "createdate",
+            "hs_lastmodifieddate",
+        ])),
+        ..hubspot_base()
+    }
+}
+
+/// `user` with every key it leaves unset taken from `preset`.
+pub fn merge(user: SourceSettings, preset: SourceSettings) -> SourceSettings {
+    let properties = match (preset.properties, user.properties) {
+        (Some(mut base), Some(extra)) => {
+            for p in extra {
+                if !base.contains(&p) {
+                    base.push(p);
+                }
+            }
+            Some(base)
+        }
+        (base, extra) => extra.or(base),
+    };
+    SourceSettings {
+        preset: user.preset,
+        enabled: user.enabled.or(preset.enabled),
+        schedule: user.schedule.or(preset.schedule),
+        initial: user.initial.or(preset.initial),
+        lookback_seconds: user.lookback_seconds.or(preset.lookback_seconds),
+        settle_seconds: user.settle_seconds.or(preset.settle_seconds),
+        default_region: user.default_region.or(preset.default_region),
+        timezone_field: user.timezone_field.or(preset.timezone_field),
+        max_records_per_run: user.max_records_per_run.or(preset.max_records_per_run),
+        base_url: user.base_url.or(preset.base_url),
+        token: user.token.or(preset.token),
+        token_env: user.token_env.or(preset.token_env),
+        auth: user.auth.or(preset.auth),
+        method: user.method.or(preset.method),
+        path: user.path.or(preset.path),
+        query: user.query.or(preset.query),
+        headers: user.headers.or(preset.headers),
+        body: user.body.or(preset.body),
+        records_path: user.records_path.or(preset.records_path),
+        id_field: user.id_field.or(preset.id_field),
+        cursor_field: user.cursor_field.or(preset.cursor_field),
+        created_field: user.created_field.or(preset.created_field),
+        fields_path: user.fields_path.or(preset.fields_path),
+        phone_fields: user.phone_fields.or(preset.phone_fields),
+        name_fields: user.name_fields.or(preset.name_fields),
+        skip_if: user.skip_if.or(preset.skip_if),
+        opted_out_if: user.opted_out_if.or(preset.opted_out_if),
+        pagination: user.pagination.or(preset.pagination),
+        page_size: user.page_size.or(preset.page_size),
+        sorted: user.sorted.or(preset.sorted),
+        result_cap: user.result_cap.or(preset.result_cap),
+        requests_per_second: user.requests_per_second.or(preset.requests_per_second),
+        max_retries: user.max_retries.or(preset.max_retries),
+        timeout_seconds: user.timeout_seconds.or(preset.timeout_seconds),
+        properties,
+        enrich: user.enrich.or(preset.enrich),
+        sql: user.sql.or(preset.sql),
+        database_url: user.database_url.or(preset.database_url),
+        database_url_env: user.database_url_env.or(preset.database_url_env),
+    }
+}
