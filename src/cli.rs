@@ -46,12 +46,50 @@ pub enum Command {
     /// See the whole flow: embedded Postgres + built-in simulator, a batch of varied jobs, live
     /// progress, a summary. Never talks to the real API.
     Demo,
+    /// Poll one source now (whatever its schedule) and print what it did. With --dry-run,
+    /// print the jobs it would create and write nothing.
+    Poll(PollArgs),
+    /// Read a source from a past date (not only since its cursor) and create the jobs its rules
+    /// give; events already handled are not repeated. The cursor never moves back.
+    Backfill(BackfillArgs),
     /// Run a benchmark and print its figures.
     Bench {
         /// Which benchmark.
         #[command(subcommand)]
         which: crate::bench::BenchCommand,
     },
+}
+
+/// `poll` options.
+#[derive(Debug, clap::Args)]
+pub struct PollArgs {
+    /// The source (`[sources.NAME]`).
+    pub source: String,
+    /// Read and evaluate everything, write nothing, print the jobs it would create.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `backfill` options.
+#[derive(Debug, clap::Args)]
+pub struct BackfillArgs {
+    /// The source (`[sources.NAME]`).
+    pub source: String,
+    /// Start of the window: an RFC 3339 time or a date (YYYY-MM-DD, midnight UTC).
+    #[arg(long, value_parser = parse_since)]
+    pub since: chrono::DateTime<chrono::Utc>,
+    /// Read and evaluate everything, write nothing, print the jobs it would create.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+fn parse_since(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .map(|d| d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc())
+        .map_err(|_| format!("{text:?} is neither an RFC 3339 time nor a date like 2026-01-31"))
 }
 
 /// `simulate` options.
@@ -120,9 +158,46 @@ pub fn execute(cli: Cli) -> anyhow::Result<()> {
             Command::Db { action } => db_command(&settings, action).await,
             Command::Simulate(args) => simulate(args).await,
             Command::Demo => crate::demo::run(&settings).await,
+            Command::Poll(args) => {
+                poll(&settings, &args.source, crate::sources::engine::Mode::Manual, args.dry_run).await
+            }
+            Command::Backfill(args) => {
+                let mode = crate::sources::engine::Mode::Backfill { since: args.since };
+                poll(&settings, &args.source, mode, args.dry_run).await
+            }
             Command::Bench { which } => crate::bench::run(which, &settings).await,
         }
     })
+}
+
+/// `poll` and `backfill`: one run of a source, its report printed.
+async fn poll(
+    settings: &Settings,
+    source: &str,
+    mode: crate::sources::engine::Mode,
+    dry_run: bool,
+) -> anyhow::Result<()> {
+    let catalog = std::sync::Arc::new(crate::sources::Catalog::build(settings, &ProcessEnv)?);
+    if !catalog.sources.contains_key(source) {
+        let known: Vec<&str> = catalog.sources.keys().map(String::as_str).collect();
+        anyhow::bail!(
+            "no source called {source:?} in the configuration (configured: {})",
+            if known.is_empty() {
+                "none".to_owned()
+            } else {
+                known.join(", ")
+            }
+        );
+    }
+    let (pool, embedded) = startup::open_database(settings).await?;
+    crate::db::sync_workspaces(&pool, settings, &settings.simulated_workspaces()).await?;
+    let poller =
+        crate::sources::engine::Poller::new(pool.clone(), catalog, crate::queue::new_worker_id());
+    let result = poller.run(source, mode, dry_run).await;
+    close(pool, embedded).await?;
+    let report = result?;
+    print!("{}", crate::sources::report::render(&report, dry_run));
+    Ok(())
 }
 
 async fn close(pool: sqlx::PgPool, embedded: Option<startup::Embedded>) -> anyhow::Result<()> {

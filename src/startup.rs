@@ -141,6 +141,16 @@ pub async fn run_on(
         pool.clone(),
         Duration::from_secs(m.quota_refresh_minutes * 60),
     );
+    let catalog = std::sync::Arc::new(crate::sources::Catalog::build(
+        settings,
+        &crate::config::ProcessEnv,
+    )?);
+    let poller = std::sync::Arc::new(crate::sources::engine::Poller::new(
+        pool.clone(),
+        catalog,
+        crate::queue::new_worker_id(),
+    ));
+    let scheduler = tokio::spawn(crate::sources::scheduler::run(poller, shutdown.clone()));
     let refresher = tokio::spawn(refresher.run(shutdown.clone()));
     let rescuer = tokio::spawn(rescuer.run(shutdown.clone()));
     let pruner = tokio::spawn(pruner.run(shutdown.clone()));
@@ -151,7 +161,7 @@ pub async fn run_on(
         dispatcher,
     );
     let result = worker.run(shutdown.clone()).await.map(|_| ());
-    let _ = tokio::join!(rescuer, pruner, refresher);
+    let _ = tokio::join!(rescuer, pruner, refresher, scheduler);
     // The clients hold the request log's senders: drop them so the writer drains and ends.
     let Apis {
         clients, simulator, ..

@@ -211,7 +211,14 @@ impl Poller {
             Some(conn)
         };
         let result = self.run_locked(&source, mode, dry_run).await;
-        if let Some(conn) = lock.take() {
+        if let Some(mut conn) = lock.take() {
+            // Unlock before closing: the server ends a closed session (and drops its locks) a
+            // moment after the client has gone, and the next run may already be asking.
+            let _ = sqlx::query("SELECT pg_advisory_unlock($1, hashtext($2))")
+                .bind(LOCK_CLASS)
+                .bind(name)
+                .execute(&mut conn)
+                .await;
             let _ = sqlx::Connection::close(conn).await;
         }
         result

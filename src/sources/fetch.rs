@@ -280,7 +280,7 @@ impl HttpPages {
     ) -> Self {
         let first = match spec.pagination {
             Pagination::Page { first } => first,
-            _ => 0,
+            _ => 1,
         };
         Self {
             http: HttpClient::new(client, spec),
@@ -315,7 +315,7 @@ impl HttpPages {
         self.window.lower = lower;
         let first = match self.spec().pagination {
             Pagination::Page { first } => first,
-            _ => 0,
+            _ => 1,
         };
         self.cursor = Cursor {
             number: first,

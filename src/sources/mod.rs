@@ -16,6 +16,7 @@ pub mod phone;
 pub mod policy;
 pub mod presets;
 pub mod record;
+pub mod report;
 pub mod schedule;
 pub mod scheduler;
 pub mod spec;

@@ -2,10 +2,12 @@
 
 mod cli;
 mod dispatcher;
+mod fakes;
 mod helpers;
 mod limiter;
 mod maintenance;
 mod queue;
 mod quota;
 mod shutdown;
+mod sources;
 mod sql_api;
