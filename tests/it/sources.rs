@@ -411,10 +411,7 @@ async fn a_failure_mid_run_keeps_the_committed_pages_and_the_rerun_adds_no_dupli
     assert_eq!(status.0, "failed");
     assert!(status.1.unwrap().contains("HTTP 500"));
     let jobs_after_failure = count(&db.pool, "SELECT count(*) FROM timelines.jobs").await;
-    assert!(
-        (2..6).contains(&jobs_after_failure),
-        "{jobs_after_failure}"
-    );
+    assert!((2..6).contains(&jobs_after_failure), "{jobs_after_failure}");
 
     let report = run(&poller, "hubspot_main").await;
     assert_eq!(report.jobs_created as i64, 6 - jobs_after_failure);
@@ -959,5 +956,69 @@ fn config_mistakes_stop_start_up_with_the_key() {
             "[sources.s]\npreset = \"hubspot.contacts\"\ntoken = \"sekrit-token\"\nschedule = \"x\""
         )
         .contains("sekrit")
+    );
+}
+
+#[tokio::test]
+async fn a_crash_between_fetching_a_page_and_committing_it_repeats_the_page_once() {
+    let hubspot = HubSpot::start(TOKEN).await;
+    for id in 1..=6u64 {
+        let t = ago(40 - id as i64);
+        hubspot.put_contact(
+            id,
+            json!({"firstname": "P", "phone": format!("+1415555{:04}", 950 + id)}),
+            t,
+            t,
+        );
+    }
+    let config = hubspot_contacts_config(&hubspot.url, ago(60), "page_size = 2");
+    let (db, poller) = poller(&config).await;
+    // The commit of the page holding record 4 fails after its jobs were inserted: the whole
+    // page's transaction (jobs, events, contacts, cursor) is rolled back, as after a crash.
+    sqlx::raw_sql(
+        "CREATE FUNCTION public.crash() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF NEW.external_id = '4' THEN RAISE EXCEPTION 'simulated crash'; END IF;
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER crash BEFORE INSERT ON timelines.rule_events
+             FOR EACH ROW EXECUTE FUNCTION public.crash();",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let error = poller
+        .run("hubspot_main", Mode::Manual, false)
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("simulated crash"), "{error}");
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM timelines.jobs").await,
+        2
+    );
+    let cursor: DateTime<Utc> =
+        sqlx::query_scalar("SELECT cursor_value FROM timelines.source_state")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert!(cursor < ago(37), "the cursor stayed at the first page");
+
+    sqlx::raw_sql("DROP TRIGGER crash ON timelines.rule_events")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let report = run(&poller, "hubspot_main").await;
+    assert_eq!(report.jobs_created, 4);
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT count(DISTINCT payload->>'phone') FROM timelines.jobs"
+        )
+        .await,
+        6
+    );
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM timelines.jobs").await,
+        6
     );
 }
