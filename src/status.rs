@@ -36,9 +36,32 @@ pub struct RateRow {
     pub messaging_left: Option<i64>,
 }
 
+/// One row of `timelines.source_status`.
+#[derive(Debug, sqlx::FromRow)]
+pub struct SourceRow {
+    /// The source.
+    pub source: String,
+    /// Its cursor.
+    pub cursor_value: chrono::DateTime<chrono::Utc>,
+    /// The last run's status.
+    pub last_run_status: Option<String>,
+    /// When the last run started.
+    pub last_run_started_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Records read in 24 h.
+    pub records_24h: i64,
+    /// Jobs created in 24 h.
+    pub jobs_24h: i64,
+    /// Records skipped in 24 h.
+    pub skipped_24h: i64,
+    /// The last error, if the last run failed.
+    pub last_error: Option<String>,
+}
+
 /// The figures `status` prints.
 #[derive(Debug)]
 pub struct Report {
+    /// Per polled source.
+    pub sources: Vec<SourceRow>,
     /// Counts by workspace, kind, state.
     pub counts: Vec<CountRow>,
     /// The oldest due queued job: id and age in seconds.
@@ -69,7 +92,15 @@ pub async fn report(pool: &PgPool) -> sqlx::Result<Report> {
     )
     .fetch_all(pool)
     .await?;
+    let sources = sqlx::query_as(
+        "SELECT source, cursor_value, last_run_status, last_run_started_at, records_24h::int8,
+                jobs_24h::int8, skipped_24h::int8, last_error
+           FROM timelines.source_status ORDER BY source",
+    )
+    .fetch_all(pool)
+    .await?;
     Ok(Report {
+        sources,
         counts,
         oldest_queued,
         rates,
@@ -145,6 +176,32 @@ impl Report {
                 opt(r.api_calls_left),
                 opt(r.messaging_left)
             );
+        }
+        if !self.sources.is_empty() {
+            let _ = writeln!(
+                out,
+                "\n{:<16} {:<20} {:<11} {:<20} {:>9} {:>9} {:>9}",
+                "source", "cursor", "last run", "started", "read 24h", "jobs 24h", "skip 24h"
+            );
+            let t = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d %H:%M:%S").to_string();
+            for r in &self.sources {
+                let _ = writeln!(
+                    out,
+                    "{:<16} {:<20} {:<11} {:<20} {:>9} {:>9} {:>9}",
+                    r.source,
+                    t(r.cursor_value),
+                    r.last_run_status.as_deref().unwrap_or("-"),
+                    r.last_run_started_at
+                        .map(t)
+                        .unwrap_or_else(|| "-".to_owned()),
+                    r.records_24h,
+                    r.jobs_24h,
+                    r.skipped_24h
+                );
+                if let Some(error) = &r.last_error {
+                    let _ = writeln!(out, "  last error: {error}");
+                }
+            }
         }
         out
     }

@@ -121,6 +121,14 @@ async fn hubspot_contacts_become_one_welcome_per_new_contact() {
         ago(10),
     );
     hubspot.put_contact(5, json!({"firstname": "Di"}), ago(20), ago(10));
+    // Archived: HubSpot search never returns it.
+    hubspot.put_contact(
+        6,
+        json!({"firstname": "Gone", "phone": "+14155550106"}),
+        ago(20),
+        ago(10),
+    );
+    hubspot.archive("contacts", 6);
     let (db, poller) = poller(&hubspot_contacts_config(&hubspot.url, start, "")).await;
 
     let report = run(&poller, "hubspot_main").await;
@@ -1020,5 +1028,81 @@ async fn a_crash_between_fetching_a_page_and_committing_it_repeats_the_page_once
     assert_eq!(
         count(&db.pool, "SELECT count(*) FROM timelines.jobs").await,
         6
+    );
+}
+
+#[tokio::test]
+async fn two_instances_on_one_schedule_run_each_tick_once_and_never_overlap() {
+    let hubspot = HubSpot::start(TOKEN).await;
+    hubspot.put_contact(
+        1,
+        json!({"firstname": "A", "phone": "+14155551001"}),
+        ago(20),
+        ago(20),
+    );
+    // Every second (6 fields, seconds first).
+    let config = hubspot_contacts_config(&hubspot.url, ago(60), "schedule = \"* * * * * *\"");
+    let (db, first) = poller(&config).await;
+    let second = poller_on(&db.pool, &config).await;
+    let shutdown = timelines_sync::shutdown::Shutdown::new();
+    let a = tokio::spawn(timelines_sync::sources::scheduler::run(
+        Arc::new(first),
+        shutdown.clone(),
+    ));
+    let b = tokio::spawn(timelines_sync::sources::scheduler::run(
+        Arc::new(second),
+        shutdown.clone(),
+    ));
+    // Wait for a few ticks' worth of runs.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while count(
+        &db.pool,
+        "SELECT count(*) FROM timelines.source_runs WHERE status = 'succeeded'",
+    )
+    .await
+        < 3
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the schedule did not run"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    shutdown.begin();
+    a.await.unwrap();
+    b.await.unwrap();
+
+    let runs: Vec<(String, DateTime<Utc>, Option<DateTime<Utc>>)> = sqlx::query_as(
+        "SELECT mode, started_at, finished_at FROM timelines.source_runs ORDER BY started_at",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert!(runs.iter().all(|r| r.0 == "scheduled"));
+    for pair in runs.windows(2) {
+        if let Some(finished) = pair[0].2 {
+            assert!(pair[1].1 >= finished, "runs overlapped: {pair:?}");
+        }
+    }
+    // More instances, same ticks: not more runs than seconds elapsed.
+    let first_start = runs.first().unwrap().1;
+    let last_start = runs.last().unwrap().1;
+    assert!(
+        runs.len() as i64 <= (last_start - first_start).num_seconds() + 1,
+        "{} runs in {} s",
+        runs.len(),
+        (last_start - first_start).num_seconds()
+    );
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM timelines.jobs").await,
+        1
+    );
+    let status = timelines_sync::status::report(&db.pool)
+        .await
+        .unwrap()
+        .render();
+    assert!(
+        status.contains("hubspot_main") && status.contains("succeeded"),
+        "{status}"
     );
 }
