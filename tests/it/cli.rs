@@ -348,3 +348,80 @@ fn the_demo_runs_the_whole_flow_and_leaves_other_workspaces_alone() {
     let (out, _, _) = output(binary().arg("--config").arg(&config).args(["db", "url"]));
     assert!(!out.status.success(), "the demo left its cluster running");
 }
+
+#[tokio::test]
+async fn poll_dry_run_prints_the_jobs_and_writes_nothing_then_poll_creates_them() {
+    let db = test_db().await;
+    sqlx::raw_sql(
+        "CREATE TABLE public.leads (id int PRIMARY KEY, name text, phone text, updated_at timestamptz NOT NULL);
+         INSERT INTO public.leads VALUES (1, 'Ana', '+34 600 000 001', now() - interval '5 minutes'),
+                                         (2, 'Bo', 'n/a', now() - interval '5 minutes');",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let (_dir, path) = write_config(&format!(
+        r#"
+[database]
+url = "{url}"
+[workspaces.default]
+token = "tl-secret-token"
+[sources.leads]
+sql = "SELECT * FROM public.leads WHERE updated_at >= $1 AND updated_at < $2"
+cursor_field = "updated_at"
+id_field = "id"
+phone_fields = ["phone"]
+initial = "{start}"
+settle_seconds = 0
+[[rules]]
+source = "leads"
+trigger = "updated"
+template = "Hi {{{{ name }}}}"
+"#,
+        url = db.url,
+        start = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339()
+    ));
+    let jobs = |pool: sqlx::PgPool| async move {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM timelines.jobs")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    let (out, stdout, stderr) =
+        output(
+            binary()
+                .arg("--config")
+                .arg(&path)
+                .args(["poll", "leads", "--dry-run"]),
+        );
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.contains("DRY RUN") && stdout.contains("would enqueue send_message"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Hi Ana") && stdout.contains("invalid_phone: 1"),
+        "{stdout}"
+    );
+    assert_eq!(jobs(db.pool.clone()).await, 0);
+
+    let (out, stdout, stderr) = output(binary().arg("--config").arg(&path).args(["poll", "leads"]));
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("1 jobs created"), "{stdout}");
+    assert_eq!(jobs(db.pool.clone()).await, 1);
+
+    let (out, _, stderr) = output(binary().arg("--config").arg(&path).args(["poll", "nope"]));
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("no source called \"nope\"") && stderr.contains("leads"),
+        "{stderr}"
+    );
+    let (out, _, stderr) = output(binary().arg("--config").arg(&path).args([
+        "backfill",
+        "leads",
+        "--since",
+        "yesterday",
+    ]));
+    assert!(!out.status.success());
+    assert!(stderr.contains("yesterday"), "{stderr}");
+}
