@@ -36,6 +36,8 @@ CREATE TABLE timelines.source_runs (
     window_to       timestamptz,
     cursor_before   timestamptz,
     cursor_after    timestamptz,
+    -- The cron tick a scheduled run was started for.
+    tick            timestamptz,
     requests        integer NOT NULL DEFAULT 0,
     pages           integer NOT NULL DEFAULT 0,
     records_seen    integer NOT NULL DEFAULT 0,
@@ -113,6 +115,25 @@ CREATE TABLE timelines.rule_events (
 );
 CREATE INDEX rule_events_cap_idx ON timelines.rule_events (phone, created_at)
     WHERE outcome = 'enqueued' AND messages;
+-- The jobs of a record (cancelled when a later poll sees the record deleted).
+CREATE INDEX rule_events_record_idx ON timelines.rule_events (source, external_id)
+    WHERE job_id IS NOT NULL;
+
+-- An opt-out takes effect at once: the phone's queued messages are cancelled with the reason.
+CREATE FUNCTION timelines.opt_out_cancels_messages() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE timelines.jobs
+       SET state = 'cancelled', finished_at = now(), updated_at = now(),
+           last_error = 'cancelled: ' || NEW.phone || ' opted out'
+                        || coalesce(' (' || NEW.reason || ')', '')
+     WHERE state IN ('queued', 'retrying', 'held')
+       AND kind IN ('send_message', 'send_file', 'send_voice')
+       AND payload->>'phone' = NEW.phone;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER opt_outs_cancel_messages AFTER INSERT ON timelines.opt_outs
+    FOR EACH ROW EXECUTE FUNCTION timelines.opt_out_cancels_messages();
 COMMENT ON TABLE timelines.rule_events IS
     'One row per (source, record, rule, event): what the rule did. Re-polls find the row and do nothing.';
 

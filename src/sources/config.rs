@@ -75,6 +75,10 @@ pub struct SourceSettings {
     pub page_size: Option<u32>,
     /// The API returns records in ascending cursor order, so each page can be checkpointed.
     pub sorted: Option<bool>,
+    /// Sorted sources whose page token is an offset into a live result (HubSpot `after`): start
+    /// each page as a new query from the last modification time read, so a record edited while
+    /// the run pages does not shift the offsets and make another one skipped.
+    pub keyset_paging: Option<bool>,
     /// The most results one query can page through (HubSpot: 10,000); the query is re-anchored
     /// at the last cursor value before reaching it.
     pub result_cap: Option<u32>,

@@ -19,7 +19,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use chrono_tz::Tz;
 use serde::Serialize;
 use serde_json::{Value, json};
-use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use sqlx::{PgConnection, PgPool};
 use tokio::sync::Mutex;
 
 use super::config::Trigger;
@@ -31,6 +31,8 @@ use super::template::context;
 
 /// The advisory lock class of source runs (the key is `hashtext(source)`).
 const LOCK_CLASS: i32 = 0x7469_6d65; // "time"
+/// The advisory lock class of frequency-cap checks (the key is `hashtext(phone)`).
+const CAP_LOCK_CLASS: i32 = 0x6361_7073; // "caps"
 /// Skipped records written to `timelines.source_skips` per run at most (all are counted).
 const MAX_SKIP_ROWS: u64 = 1000;
 /// Planned jobs a dry run keeps to show (all are counted).
@@ -162,6 +164,8 @@ impl Poller {
         let client = reqwest::Client::builder()
             .user_agent(concat!("timelines-sync/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(std::time::Duration::from_secs(10))
+            // Credentials in custom headers would follow a redirect to another host.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("the HTTP client builds");
         Self {
@@ -237,18 +241,11 @@ impl Poller {
         };
         let db = |e: sqlx::Error| failed(format!("database: {e}"));
 
-        // A dry run does everything in one transaction that is rolled back.
-        let mut dry = if dry_run {
-            Some(self.pool.begin().await.map_err(db)?)
-        } else {
-            None
-        };
+        // A dry run writes each page in a transaction that is rolled back, and keeps the cursor
+        // in memory: it never holds a lock a real run would wait for.
         let state = {
-            let conn: &mut PgConnection = match &mut dry {
-                Some(tx) => tx,
-                None => &mut *self.pool.acquire().await.map_err(db)?,
-            };
-            let state = load_state(conn, source).await.map_err(db)?;
+            let conn = &mut *self.pool.acquire().await.map_err(db)?;
+            let state = load_state(conn, source, !dry_run).await.map_err(db)?;
             if let Mode::Scheduled { tick } = mode {
                 let claimed = sqlx::query(
                     "UPDATE timelines.source_state SET last_tick = $2
@@ -269,9 +266,11 @@ impl Poller {
         let now = Utc::now();
         let settle = chrono::Duration::from_std(source.settle).unwrap_or_default();
         let lookback = chrono::Duration::from_std(source.lookback).unwrap_or_default();
+        let usual = (state.cursor - lookback).max(state.start_from);
         let lower = match mode {
-            Mode::Backfill { since } => since,
-            _ => (state.cursor - lookback).max(state.start_from),
+            // Never later than a normal run would start: a backfill must not skip a gap.
+            Mode::Backfill { since } => since.min(usual),
+            _ => usual,
         };
         let window = Window {
             lower,
@@ -294,8 +293,8 @@ impl Poller {
                         SET status = 'interrupted', finished_at = now(),
                             error = 'the process running it stopped before the end'
                       WHERE source = $1 AND status = 'running')
-                 INSERT INTO timelines.source_runs (source, mode, instance, window_from, window_to, cursor_before)
-                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                 INSERT INTO timelines.source_runs (source, mode, instance, window_from, window_to, cursor_before, tick)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
             )
             .bind(name)
             .bind(mode.as_str())
@@ -303,6 +302,10 @@ impl Poller {
             .bind(window.lower)
             .bind(window.upper)
             .bind(state.cursor)
+            .bind(match mode {
+                Mode::Scheduled { tick } => Some(tick),
+                _ => None,
+            })
             .fetch_one(&self.pool)
             .await
             .map_err(db)?;
@@ -317,11 +320,8 @@ impl Poller {
         report.run_id = run_id;
 
         let outcome = self
-            .read_window(source, mode, state, window, &mut report, dry.as_mut())
+            .read_window(source, state, window, &mut report, dry_run)
             .await;
-        if let Some(tx) = dry {
-            let _ = tx.rollback().await;
-        }
         match outcome {
             Ok(()) => {
                 if let Some(id) = run_id {
@@ -363,11 +363,10 @@ impl Poller {
     async fn read_window(
         &self,
         source: &Arc<Source>,
-        mode: Mode,
         mut state: State,
         window: Window,
         report: &mut RunReport,
-        mut dry: Option<&mut Transaction<'static, Postgres>>,
+        dry_run: bool,
     ) -> Result<(), String> {
         let templates = self.catalog.templates.clone();
         let rules: Vec<&Rule> = self.catalog.rules_of(&source.name).collect();
@@ -394,9 +393,11 @@ impl Poller {
         let mut seen: HashSet<(String, DateTime<Utc>)> = HashSet::new();
         let mut last_cursor: Option<DateTime<Utc>> = None;
         let mut skip_rows = 0u64;
+        let mut progress = 0u64;
         loop {
+            // Only records past the saved cursor count: re-reading the lookback is not progress.
             if let Some(max) = source.max_records_per_run
-                && report.records_seen >= max
+                && progress >= max
             {
                 report.stopped_early = true;
                 break;
@@ -454,6 +455,11 @@ impl Poller {
                     Err(skip) => skips.push((None, None, skip)),
                 }
             }
+            // The same record twice on a page (a SQL source joining rows): its latest version.
+            records.sort_by(|a, b| a.id.cmp(&b.id).then(b.cursor.cmp(&a.cursor)));
+            records.dedup_by(|later, kept| later.id == kept.id);
+            records.sort_by(|a, b| a.cursor.cmp(&b.cursor).then(a.id.cmp(&b.id)));
+            progress += records.iter().filter(|r| r.cursor > state.cursor).count() as u64;
             report.records_seen += (records.len() + skips.len()) as u64;
             if let (Reader::Http(pages), SourceKind::Http(spec)) = (&mut reader, &source.kind)
                 && !spec.enrich.is_empty()
@@ -466,6 +472,18 @@ impl Poller {
             }
             if let Some(max_cursor) = records.iter().map(|r| r.cursor).max() {
                 last_cursor = Some(last_cursor.map_or(max_cursor, |c| c.max(max_cursor)));
+            }
+            // Keyset paging: the next page is a new query from the last time read (the records
+            // at that time come again and are skipped by `seen`); within a run of equal times
+            // the token goes on.
+            if source.keyset_paging
+                && let Reader::Http(pages) = &mut reader
+                && !pages.is_done()
+                && let Some(at) = last_cursor
+                && at > lower
+            {
+                lower = at;
+                pages.reanchor(at);
             }
 
             // The cursor to save with this page (sorted sources only): the highest time read, and
@@ -489,20 +507,12 @@ impl Poller {
                 None
             };
 
-            let mut own_tx = match dry {
-                Some(_) => None,
-                None => Some(
-                    self.pool
-                        .begin()
-                        .await
-                        .map_err(|e| format!("database: {e}"))?,
-                ),
-            };
-            let tx: &mut PgConnection = match (&mut dry, &mut own_tx) {
-                (Some(tx), _) => tx,
-                (None, Some(tx)) => tx,
-                (None, None) => unreachable!("a transaction is open"),
-            };
+            let mut page_tx = self
+                .pool
+                .begin()
+                .await
+                .map_err(|e| format!("database: {e}"))?;
+            let tx: &mut PgConnection = &mut page_tx;
             write_page(
                 tx,
                 source,
@@ -512,16 +522,18 @@ impl Poller {
                 &mut skips,
                 window.lower,
                 report,
-                mode,
+                dry_run,
             )
             .await
             .map_err(|e| format!("database: {e}"))?;
             if let Some((cursor, boundary)) = &checkpoint
                 && *cursor >= state.cursor
             {
-                save_cursor(tx, &source.name, *cursor, boundary)
-                    .await
-                    .map_err(|e| format!("database: {e}"))?;
+                if !dry_run {
+                    save_cursor(tx, &source.name, *cursor, boundary)
+                        .await
+                        .map_err(|e| format!("database: {e}"))?;
+                }
                 state.cursor = *cursor;
                 state.boundary = boundary.clone();
             }
@@ -556,9 +568,12 @@ impl Poller {
                     .await
                     .map_err(|e| format!("database: {e}"))?;
             }
-            if let Some(tx) = own_tx {
-                tx.commit().await.map_err(|e| format!("database: {e}"))?;
-            }
+            let done = if dry_run {
+                page_tx.rollback().await
+            } else {
+                page_tx.commit().await
+            };
+            done.map_err(|e| format!("database: {e}"))?;
         }
 
         // The whole window was read: the cursor moves to its end (records changed later come
@@ -573,17 +588,13 @@ impl Poller {
         } else {
             HashSet::new()
         };
-        if matches!(mode, Mode::Backfill { .. }) && end < state.cursor {
-            // A backfill never moves the cursor back.
-        } else {
-            let conn: &mut PgConnection = match &mut dry {
-                Some(tx) => tx,
-                None => &mut *self
-                    .pool
-                    .acquire()
-                    .await
-                    .map_err(|e| format!("database: {e}"))?,
-            };
+        // (Never backwards: `end` is at least the saved cursor, also after a backfill.)
+        if !dry_run {
+            let conn = &mut *self
+                .pool
+                .acquire()
+                .await
+                .map_err(|e| format!("database: {e}"))?;
             save_cursor(conn, &source.name, end, &boundary)
                 .await
                 .map_err(|e| format!("database: {e}"))?;
@@ -621,11 +632,39 @@ fn redact_db_error(error: &sqlx::Error) -> String {
     }
 }
 
-async fn load_state(conn: &mut PgConnection, source: &Source) -> sqlx::Result<State> {
+/// The source's state; a new source's is created (when `create`) at its `initial` point.
+async fn load_state(conn: &mut PgConnection, source: &Source, create: bool) -> sqlx::Result<State> {
     let initial = match source.initial {
         Initial::Now => None,
         Initial::At(t) => Some(t),
     };
+    if !create {
+        let row: Option<(DateTime<Utc>, DateTime<Utc>, Vec<String>)> = sqlx::query_as(
+            "SELECT cursor_value, start_from, boundary_ids FROM timelines.source_state WHERE source = $1",
+        )
+        .bind(&source.name)
+        .fetch_optional(&mut *conn)
+        .await?;
+        let (cursor, start_from, boundary) = match row {
+            Some(row) => row,
+            None => {
+                let at = match initial {
+                    Some(t) => t,
+                    None => {
+                        sqlx::query_scalar("SELECT now()")
+                            .fetch_one(&mut *conn)
+                            .await?
+                    }
+                };
+                (at, at, Vec::new())
+            }
+        };
+        return Ok(State {
+            cursor,
+            start_from,
+            boundary: boundary.into_iter().collect(),
+        });
+    }
     // A new source starts at its `initial` point (default: now), never at the beginning of time.
     sqlx::query(
         "INSERT INTO timelines.source_state (source, cursor_value, start_from)
@@ -770,7 +809,7 @@ async fn write_page(
     skips: &mut Vec<(Option<String>, Option<String>, Skip)>,
     window_lower: DateTime<Utc>,
     report: &mut RunReport,
-    _mode: Mode,
+    dry_run: bool,
 ) -> sqlx::Result<()> {
     let templates = &catalog.templates;
     if records.is_empty() {
@@ -778,11 +817,7 @@ async fn write_page(
     }
     // Last values of the watched fields.
     let ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
-    let previous: HashMap<String, Value> = if source.watched.is_empty()
-        && !rules
-            .iter()
-            .any(|r| r.trigger == Trigger::Created && source.created_field.is_none())
-    {
+    let previous: HashMap<String, Value> = if source.watched.is_empty() {
         HashMap::new()
     } else {
         sqlx::query_as::<_, (String, Value)>(
@@ -860,8 +895,29 @@ async fn write_page(
         });
     }
 
-    // Queued jobs of records deleted since are cancelled.
-    if !deleted.is_empty() {
+    // Contacts who opted out (by a field of the record) lose their queued messages.
+    let opted: Vec<&str> = reads
+        .iter()
+        .filter(|r| r.opted_out)
+        .filter_map(|r| r.phone.as_deref())
+        .collect();
+    if !opted.is_empty() && !dry_run {
+        sqlx::query(
+            "UPDATE timelines.jobs
+                SET state = 'cancelled', finished_at = now(), updated_at = now(),
+                    last_error = 'cancelled: ' || (payload->>'phone') || ' opted out (source ' || $2 || ')'
+              WHERE state IN ('queued', 'retrying', 'held') AND kind = ANY($3)
+                AND payload->>'phone' = ANY($1)",
+        )
+        .bind(&opted)
+        .bind(&source.name)
+        .bind(super::spec::MESSAGE_KINDS)
+        .execute(&mut *tx)
+        .await?;
+    }
+
+    // Queued jobs of records deleted since are cancelled (a dry run only reports).
+    if !deleted.is_empty() && !dry_run {
         sqlx::query(
             "UPDATE timelines.jobs
                 SET state = 'cancelled', finished_at = now(), updated_at = now(),
@@ -876,18 +932,20 @@ async fn write_page(
         .await?;
     }
 
-    // Watched fields and contacts.
+    // Watched fields (only of records the rules could act on: a change seen while a record has
+    // no usable phone is not used up, it fires once the phone is there) and contacts.
     {
-        let ids: Vec<&str> = reads.iter().map(|r| r.record.id.as_str()).collect();
-        let cursors: Vec<DateTime<Utc>> = reads.iter().map(|r| r.record.cursor).collect();
-        let watched: Vec<Value> = reads.iter().map(|r| r.watched.clone()).collect();
+        let actionable: Vec<&Read> = reads.iter().filter(|r| r.phone.is_some()).collect();
+        let ids: Vec<&str> = actionable.iter().map(|r| r.record.id.as_str()).collect();
+        let cursors: Vec<DateTime<Utc>> = actionable.iter().map(|r| r.record.cursor).collect();
+        let watched: Vec<Value> = actionable.iter().map(|r| r.watched.clone()).collect();
         sqlx::query(
             "INSERT INTO timelines.source_records AS r (source, external_id, cursor_value, watched)
              SELECT $1, * FROM unnest($2::text[], $3::timestamptz[], $4::jsonb[])
              ON CONFLICT (source, external_id) DO UPDATE
                 SET cursor_value = greatest(r.cursor_value, excluded.cursor_value),
                     watched = CASE WHEN excluded.cursor_value >= r.cursor_value
-                                   THEN excluded.watched ELSE r.watched END,
+                                   THEN r.watched || excluded.watched ELSE r.watched END,
                     last_seen = now()",
         )
         .bind(&source.name)
@@ -937,11 +995,11 @@ async fn write_page(
         }
         let record = &read.record;
         let before = previous.get(&record.id);
-        let created_now = match (record.created, source.created_field.is_some()) {
-            (Some(created), _) => created >= window_lower,
-            (None, true) => false,
-            (None, false) => before.is_none(),
-        };
+        // `created` needs the record's creation time (checked at start-up): "first seen" would
+        // also match old records the first time they change after the source is set up.
+        let created_now = record
+            .created
+            .is_some_and(|created| created >= window_lower);
         for rule in rules {
             let event = match rule.trigger {
                 Trigger::Created => created_now.then(|| "created".to_owned()),
@@ -951,9 +1009,13 @@ async fn write_page(
                     let now = lookup(&record.variables, field)
                         .cloned()
                         .unwrap_or(Value::Null);
-                    let was = before.map(|w| w.get(field).cloned().unwrap_or(Value::Null));
+                    // A record seen before, but not with this field watched (the rule is new):
+                    // its value is the baseline, not a change.
+                    let known = before.is_some();
+                    let was = before.and_then(|w| w.get(field).cloned());
                     let changed = match &was {
                         Some(was) => !same(was, &now),
+                        None if known => false,
                         None => rule.trigger == Trigger::FieldEquals || created_now,
                     };
                     let wanted = rule.value.as_ref().is_none_or(|v| same(v, &now));
@@ -1024,6 +1086,17 @@ async fn write_page(
         .iter()
         .filter_map(|e| e.rule.frequency_cap.map(|c| c.window.as_secs()))
         .collect();
+    if !windows.is_empty() {
+        // Serialise cap checks per phone across concurrent runs (two sources, one contact).
+        sqlx::query(
+            "SELECT pg_advisory_xact_lock($2, hashtext(p))
+               FROM (SELECT DISTINCT unnest($1::text[]) AS p ORDER BY 1) AS phones",
+        )
+        .bind(&phones)
+        .bind(CAP_LOCK_CLASS)
+        .execute(&mut *tx)
+        .await?;
+    }
     for secs in windows {
         let counts: Vec<(String, i64)> = sqlx::query_as(
             "SELECT phone, count(*) FROM timelines.rule_events

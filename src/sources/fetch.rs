@@ -121,7 +121,12 @@ impl HttpClient {
             .retry(backoff)
             .sleep(tokio::time::sleep)
             .when(|e: &FetchError| e.retryable)
-            .adjust(|e: &FetchError, delay| e.retry_after.or(delay))
+            // Retry-After sets the length of a retry that the budget still allows; it never
+            // adds retries (backon passes None once they are used up), and never goes below the
+            // backoff's own pause.
+            .adjust(|e: &FetchError, delay| {
+                delay.map(|d| e.retry_after.map_or(d, |after| after.max(d)))
+            })
             .notify(|e: &FetchError, delay| {
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "source request failed; retrying");
             })
@@ -323,6 +328,11 @@ impl HttpPages {
         };
     }
 
+    /// Whether the last page was the last.
+    pub fn is_done(&self) -> bool {
+        self.cursor.done
+    }
+
     /// Narrows the window's upper bound (once the server's clock is known).
     pub fn set_upper(&mut self, upper: DateTime<Utc>) {
         self.window.upper = upper;
@@ -334,6 +344,35 @@ impl HttpPages {
             .map_err(|e| FetchError::fatal(format!("rendering `{part}`: {e}")))
     }
 
+    fn context(&self, spec: &HttpSpec) -> minijinja::Value {
+        context(&json!({
+            "cursor": {"lower": rfc3339(self.window.lower), "upper": rfc3339(self.window.upper)},
+            "page": {
+                "token": self.cursor.token,
+                "number": self.cursor.number,
+                "offset": self.cursor.offset,
+                "size": self.source.page_size,
+            },
+            "properties": spec.properties,
+        }))
+    }
+
+    /// The configured headers, rendered (sent on every page, next-URL pages too).
+    fn headers(
+        &self,
+        spec: &HttpSpec,
+        ctx: &minijinja::Value,
+    ) -> Result<Vec<(String, String)>, FetchError> {
+        let mut headers = Vec::new();
+        for name in &spec.headers {
+            let value = self.render(&format!("header:{name}"), ctx)?;
+            if !value.is_empty() {
+                headers.push((name.clone(), value));
+            }
+        }
+        Ok(headers)
+    }
+
     /// The next page, or None at the end.
     pub async fn next_page(&mut self) -> Result<Option<Page>, FetchError> {
         if self.cursor.done {
@@ -343,21 +382,14 @@ impl HttpPages {
         let (value, headers) = match self.cursor.next_url.clone() {
             Some(url) => {
                 let url = self.absolute(&url)?;
+                let ctx = self.context(&spec);
+                let headers = self.headers(&spec, &ctx)?;
                 self.http
-                    .send(reqwest::Method::GET, &url, &[], &[], None)
+                    .send(reqwest::Method::GET, &url, &[], &headers, None)
                     .await?
             }
             None => {
-                let ctx = context(&json!({
-                    "cursor": {"lower": rfc3339(self.window.lower), "upper": rfc3339(self.window.upper)},
-                    "page": {
-                        "token": self.cursor.token,
-                        "number": self.cursor.number,
-                        "offset": self.cursor.offset,
-                        "size": self.source.page_size,
-                    },
-                    "properties": spec.properties,
-                }));
+                let ctx = self.context(&spec);
                 let path = self.render("path", &ctx)?;
                 let url = format!("{}{}", spec.base_url, path);
                 let mut query = Vec::new();
@@ -367,13 +399,7 @@ impl HttpPages {
                         query.push((param.clone(), value));
                     }
                 }
-                let mut headers = Vec::new();
-                for name in &spec.headers {
-                    let value = self.render(&format!("header:{name}"), &ctx)?;
-                    if !value.is_empty() {
-                        headers.push((name.clone(), value));
-                    }
-                }
+                let headers = self.headers(&spec, &ctx)?;
                 let body = if spec.body {
                     Some(self.render("body", &ctx)?)
                 } else {
@@ -416,7 +442,10 @@ impl HttpPages {
             c.done = true;
             return;
         }
-        let short = count < self.source.page_size as usize;
+        // With an explicit "more" or "stop" flag, the flag decides; without one, a short page
+        // ends page/offset paging.
+        let flagged = spec.stop_path.is_some() || spec.more_path.is_some();
+        let short = !flagged && count < self.source.page_size as usize;
         match &spec.pagination {
             Pagination::None => c.done = true,
             Pagination::Token { path } => {
@@ -598,8 +627,9 @@ impl SqlPages {
         let wrapped = format!(
             "SELECT to_jsonb(s) AS record, s.\"{cursor}\"::timestamptz AS cursor, s.\"{id}\"::text AS id
                FROM ({sql}) AS s
-              WHERE $3::timestamptz IS NULL OR s.\"{cursor}\" > $3
-                 OR (s.\"{cursor}\" = $3 AND s.\"{id}\"::text > $4)
+              WHERE $3::timestamptz IS NULL
+                 OR (s.\"{cursor}\" >= $3
+                     AND (s.\"{cursor}\" > $3 OR s.\"{id}\"::text > $4))
               ORDER BY s.\"{cursor}\", s.\"{id}\"::text
               LIMIT $5"
         );

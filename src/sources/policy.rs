@@ -29,7 +29,17 @@ pub fn after_quiet_hours(
     if quiet.start > quiet.end && time >= quiet.start {
         end_date = end_date.succ_opt().unwrap_or(end_date);
     }
-    first_valid(end_date.and_time(quiet.end), tz).max(due)
+    let end = end_date.and_time(quiet.end);
+    let at = first_valid(end, tz);
+    if at > due {
+        return at;
+    }
+    // The end falls in an hour the clocks repeat, and its first pass is already over.
+    tz.from_local_datetime(&end)
+        .latest()
+        .map(|t| t.with_timezone(&Utc))
+        .filter(|t| *t > due)
+        .unwrap_or(due)
 }
 
 /// The instant of local time `at` in `tz`; a time skipped by a DST jump moves forward to the
@@ -106,6 +116,16 @@ mod tests {
                 Some(chrono_tz::Europe::Madrid)
             ),
             at("2026-03-03T07:00:00Z")
+        );
+    }
+
+    #[test]
+    fn an_end_in_a_repeated_hour_uses_its_second_pass() {
+        // New York repeats 01:00-02:00 on 2026-11-01; 06:10 UTC is 01:10 EST, the second pass.
+        let q = window("00:30", "01:30", Some(chrono_tz::America::New_York));
+        assert_eq!(
+            after_quiet_hours(at("2026-11-01T06:10:00Z"), &q, None),
+            at("2026-11-01T06:30:00Z")
         );
     }
 

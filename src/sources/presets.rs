@@ -43,6 +43,7 @@ fn hubspot_base() -> SourceSettings {
         }),
         page_size: Some(200),
         sorted: Some(true),
+        keyset_paging: Some(true),
         result_cap: Some(10_000),
         // Search is limited to 5 requests per second per account, shared with other apps.
         requests_per_second: Some(4.0),
@@ -192,6 +193,7 @@ pub fn merge(user: SourceSettings, preset: SourceSettings) -> SourceSettings {
         pagination: user.pagination.or(preset.pagination),
         page_size: user.page_size.or(preset.page_size),
         sorted: user.sorted.or(preset.sorted),
+        keyset_paging: user.keyset_paging.or(preset.keyset_paging),
         result_cap: user.result_cap.or(preset.result_cap),
         requests_per_second: user.requests_per_second.or(preset.requests_per_second),
         max_retries: user.max_retries.or(preset.max_retries),

@@ -106,6 +106,8 @@ pub fn read(source: &Source, raw: Value) -> Result<Record, Skip> {
         .and_then(text)
         .filter(|id| !id.is_empty())
         .ok_or_else(|| Skip::new("bad_record", format!("no id at `{}`", source.id_field)))?;
+    let mut raw = raw;
+    strip_nul(&mut raw);
     let variables = variables(source, raw);
     let cursor_value = lookup(&variables, &source.cursor_field).ok_or_else(|| {
         Skip::new(
@@ -137,6 +139,24 @@ pub fn read(source: &Source, raw: Value) -> Result<Record, Skip> {
         created,
         variables,
     })
+}
+
+/// Removes NUL characters, which Postgres text and jsonb cannot store.
+fn strip_nul(value: &mut Value) {
+    match value {
+        Value::String(s) if s.contains('\0') => s.retain(|c| c != '\0'),
+        Value::Array(items) => items.iter_mut().for_each(strip_nul),
+        Value::Object(map) => {
+            let keys: Vec<String> = map.keys().filter(|k| k.contains('\0')).cloned().collect();
+            for key in keys {
+                if let Some(v) = map.remove(&key) {
+                    map.insert(key.replace('\0', ""), v);
+                }
+            }
+            map.values_mut().for_each(strip_nul);
+        }
+        _ => {}
+    }
 }
 
 /// The record as variables: its `fields_path` object's keys at the top level, the record's own

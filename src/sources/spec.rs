@@ -184,6 +184,8 @@ pub struct Source {
     pub page_size: u32,
     /// Ascending cursor order: checkpoint per page.
     pub sorted: bool,
+    /// Each page a new query from the last time read.
+    pub keyset_paging: bool,
     /// The fields the rules watch (`field_changed`, `field_equals`), kept per record.
     pub watched: Vec<String>,
 }
@@ -591,11 +593,11 @@ fn resolve_source(
             }
         }
         if let Some(rps) = settings.requests_per_second
-            && !(rps > 0.0 && rps.is_finite())
+            && !(0.001..=1000.0).contains(&rps)
         {
             return Err(invalid(
                 key("requests_per_second"),
-                "must be a positive number",
+                "must be between 0.001 and 1000",
             ));
         }
         SourceKind::Http(Box::new(HttpSpec {
@@ -671,6 +673,18 @@ fn resolve_source(
             .add_expression(&template_name(name, "opted_out_if"), expr)
             .map_err(|e| invalid(key("opted_out_if"), format!("invalid expression: {e}")))?;
     }
+    let sorted = settings
+        .sorted
+        .unwrap_or(matches!(kind, SourceKind::Sql(_)));
+    if !sorted && matches!(&kind, SourceKind::Http(spec) if spec.result_cap.is_some()) {
+        return Err(invalid(
+            key("result_cap"),
+            "re-anchoring at a result cap needs results in ascending cursor order (`sorted = true`)",
+        ));
+    }
+    if !sorted && settings.keyset_paging == Some(true) {
+        return Err(invalid(key("keyset_paging"), "needs `sorted = true`"));
+    }
     let page_size = settings.page_size.unwrap_or(100);
     if page_size == 0 || page_size > 10_000 {
         return Err(invalid(key("page_size"), "must be between 1 and 10000"));
@@ -686,9 +700,9 @@ fn resolve_source(
     Ok(Source {
         name: name.to_owned(),
         preset: settings.preset.clone(),
-        sorted: settings
-            .sorted
-            .unwrap_or(matches!(kind, SourceKind::Sql(_))),
+        sorted,
+        keyset_paging: settings.keyset_paging.unwrap_or(false)
+            && matches!(kind, SourceKind::Http(_)),
         kind,
         schedule,
         schedule_text: settings.schedule.clone(),
@@ -760,6 +774,19 @@ fn resolve_rule(
             ));
         }
         _ => {}
+    }
+    if raw.trigger == Trigger::Created && sources[&raw.source].created_field.is_none() {
+        return Err(invalid(
+            key("trigger"),
+            format!(
+                "\"created\" needs `created_field` on source {:?} (the record's creation time); \
+                 use \"updated\" with a `filter` otherwise",
+                raw.source
+            ),
+        ));
+    }
+    if raw.delay_seconds > 366 * 86_400 {
+        return Err(invalid(key("delay_seconds"), "at most one year"));
     }
     let name = match &raw.name {
         Some(name) if valid_name(name) => name.clone(),

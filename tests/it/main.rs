@@ -10,4 +10,5 @@ mod queue;
 mod quota;
 mod shutdown;
 mod sources;
+mod sources_pitfalls;
 mod sql_api;

@@ -276,7 +276,8 @@ async fn equal_timestamps_across_pages_and_runs_and_late_updates_lose_nothing() 
     ))
     .await;
     let first = run(&poller, "hubspot_main").await;
-    assert_eq!((first.pages, first.jobs_created), (3, 7));
+    assert_eq!(first.jobs_created, 7);
+    assert!(first.pages >= 3, "{} pages", first.pages);
 
     // A contact with the same timestamp shows up late (search index lag), and one with an older
     // timestamp: both are inside the lookback (10 minutes) and picked up, once.
@@ -1000,23 +1001,27 @@ async fn a_crash_between_fetching_a_page_and_committing_it_repeats_the_page_once
         .await
         .unwrap_err();
     assert!(error.to_string().contains("simulated crash"), "{error}");
+    // Keyset paging: pages [1,2], [(2),3], [(3),4] - the third one failed.
     assert_eq!(
         count(&db.pool, "SELECT count(*) FROM timelines.jobs").await,
-        2
+        3
     );
     let cursor: DateTime<Utc> =
         sqlx::query_scalar("SELECT cursor_value FROM timelines.source_state")
             .fetch_one(&db.pool)
             .await
             .unwrap();
-    assert!(cursor < ago(37), "the cursor stayed at the first page");
+    assert!(
+        cursor < ago(36),
+        "the cursor stayed at the last committed page"
+    );
 
     sqlx::raw_sql("DROP TRIGGER crash ON timelines.rule_events")
         .execute(&db.pool)
         .await
         .unwrap();
     let report = run(&poller, "hubspot_main").await;
-    assert_eq!(report.jobs_created, 4);
+    assert_eq!(report.jobs_created, 3);
     assert_eq!(
         count(
             &db.pool,
@@ -1084,14 +1089,14 @@ async fn two_instances_on_one_schedule_run_each_tick_once_and_never_overlap() {
             assert!(pair[1].1 >= finished, "runs overlapped: {pair:?}");
         }
     }
-    // More instances, same ticks: not more runs than seconds elapsed.
-    let first_start = runs.first().unwrap().1;
-    let last_start = runs.last().unwrap().1;
-    assert!(
-        runs.len() as i64 <= (last_start - first_start).num_seconds() + 1,
-        "{} runs in {} s",
-        runs.len(),
-        (last_start - first_start).num_seconds()
+    // Two instances, the same ticks: each tick ran once.
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT count(DISTINCT tick) FROM timelines.source_runs"
+        )
+        .await,
+        runs.len() as i64
     );
     assert_eq!(
         count(&db.pool, "SELECT count(*) FROM timelines.jobs").await,
