@@ -190,7 +190,10 @@ async fn poll(
         );
     }
     let (pool, embedded) = startup::open_database(settings).await?;
-    crate::db::sync_workspaces(&pool, settings, &settings.simulated_workspaces()).await?;
+    // A dry run leaves the workspaces table as it is (a test config must not rewrite it).
+    if !dry_run {
+        crate::db::sync_workspaces(&pool, settings, &settings.simulated_workspaces()).await?;
+    }
     let poller =
         crate::sources::engine::Poller::new(pool.clone(), catalog, crate::queue::new_worker_id());
     let result = poller.run(source, mode, dry_run).await;
