@@ -57,5 +57,11 @@ pub async fn run(poller: Arc<Poller>, shutdown: Shutdown) {
             }
         });
     }
-    while loops.join_next().await.is_some() {}
+    while let Some(done) = loops.join_next().await {
+        if let Err(error) = done
+            && error.is_panic()
+        {
+            tracing::error!(%error, "a source's schedule loop panicked; that source is no longer polled");
+        }
+    }
 }
