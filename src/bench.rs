@@ -27,6 +27,8 @@ pub enum BenchCommand {
     Queue(QueueBench),
     /// Achieved request rate against a strict simulator, with 1 and 3 worker processes.
     Rate(crate::bench_rate::RateBench),
+    /// Records/s and peak memory of one `poll` of a fake CRM with 100,000 contacts.
+    Ingest(crate::bench_ingest::IngestBench),
 }
 
 /// Parameters of `bench queue`.
@@ -55,6 +57,7 @@ pub async fn run(command: BenchCommand, _settings: &Settings) -> anyhow::Result<
     match command {
         BenchCommand::Queue(params) => queue(params).await,
         BenchCommand::Rate(params) => crate::bench_rate::run(params).await,
+        BenchCommand::Ingest(params) => crate::bench_ingest::run(params).await,
     }
 }
 

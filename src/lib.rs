@@ -15,6 +15,7 @@
 
 pub mod apis;
 pub mod bench;
+pub mod bench_ingest;
 pub mod bench_rate;
 pub mod cli;
 pub mod config;
