@@ -340,6 +340,134 @@ impl Poller {
         }
     }
 
+    /// Writes a batch of records (several pages) in one transaction, with the cursor of sorted
+    /// sources: the highest time read, and the ids read at exactly that time.
+    #[allow(clippy::too_many_arguments)]
+    async fn flush(
+        &self,
+        source: &Source,
+        rules: &[&Rule],
+        batch: Batch,
+        last_cursor: Option<DateTime<Utc>>,
+        state: &mut State,
+        report: &mut RunReport,
+        skip_rows: &mut u64,
+        window_lower: DateTime<Utc>,
+        dry_run: bool,
+        trusted: bool,
+    ) -> Result<(), String> {
+        let Batch {
+            mut records,
+            mut skips,
+        } = batch;
+        if records.is_empty() && skips.is_empty() {
+            return Ok(());
+        }
+        let db = |e: sqlx::Error| format!("database: {e}");
+        // The same record twice in a batch (a SQL source joining rows, a re-anchored page with
+        // a newer version): its latest version.
+        records.sort_by(|a, b| a.id.cmp(&b.id).then(b.cursor.cmp(&a.cursor)));
+        records.dedup_by(|later, kept| later.id == kept.id);
+        records.sort_by(|a, b| a.cursor.cmp(&b.cursor).then(a.id.cmp(&b.id)));
+        let checkpoint = if source.sorted {
+            last_cursor.map(|c| {
+                let mut boundary: HashSet<String> = if c == state.cursor {
+                    state.boundary.clone()
+                } else {
+                    HashSet::new()
+                };
+                boundary.extend(
+                    records
+                        .iter()
+                        .filter(|r| r.cursor == c)
+                        .map(|r| r.id.clone()),
+                );
+                (c, boundary)
+            })
+        } else {
+            None
+        };
+        let mut batch_tx = self.pool.begin().await.map_err(db)?;
+        let tx: &mut PgConnection = &mut batch_tx;
+        // Plans for this batch's arrays and the tables as they are now: a plan cached while the
+        // tables were empty would scan them whole on every batch of a large first import.
+        sqlx::query("SET LOCAL plan_cache_mode = force_custom_plan")
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        if trusted {
+            sqlx::query("SET LOCAL timelines.payloads_checked = on")
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+        write_page(
+            tx,
+            source,
+            rules,
+            &self.catalog,
+            records,
+            &mut skips,
+            window_lower,
+            report,
+            dry_run,
+        )
+        .await
+        .map_err(db)?;
+        if let Some((cursor, boundary)) = checkpoint
+            && cursor >= state.cursor
+        {
+            if !dry_run {
+                save_cursor(tx, &source.name, cursor, &boundary)
+                    .await
+                    .map_err(db)?;
+            }
+            state.cursor = cursor;
+            state.boundary = boundary;
+        }
+        let mut rows = Vec::new();
+        for (external_id, rule, skip) in &skips {
+            *report.skipped.entry(skip.reason.to_owned()).or_default() += 1;
+            if report.skip_examples.len() < 20 {
+                report
+                    .skip_examples
+                    .push((skip.reason.to_owned(), skip.detail.clone()));
+            }
+            if *skip_rows < MAX_SKIP_ROWS {
+                *skip_rows += 1;
+                rows.push((external_id, rule, skip));
+            }
+        }
+        if let Some(run_id) = report.run_id {
+            if !rows.is_empty() {
+                let ids: Vec<Option<&str>> = rows.iter().map(|r| r.0.as_deref()).collect();
+                let rules: Vec<Option<&str>> = rows.iter().map(|r| r.1.as_deref()).collect();
+                let reasons: Vec<&str> = rows.iter().map(|r| r.2.reason).collect();
+                let details: Vec<&str> = rows.iter().map(|r| r.2.detail.as_str()).collect();
+                sqlx::query(
+                    "INSERT INTO timelines.source_skips (run_id, source, external_id, rule, reason, detail)
+                     SELECT $1, $2, * FROM unnest($3::text[], $4::text[], $5::text[], $6::text[])",
+                )
+                .bind(run_id)
+                .bind(&source.name)
+                .bind(&ids)
+                .bind(&rules)
+                .bind(&reasons)
+                .bind(&details)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            }
+            update_counters(tx, run_id, report).await.map_err(db)?;
+        }
+        let done = if dry_run {
+            batch_tx.rollback().await
+        } else {
+            batch_tx.commit().await
+        };
+        done.map_err(db)
+    }
+
     async fn sql_pool(&self, source: &Source) -> Result<PgPool, String> {
         let SourceKind::Sql(spec) = &source.kind else {
             unreachable!("only SQL sources have a SQL pool");
@@ -394,6 +522,10 @@ impl Poller {
         let mut last_cursor: Option<DateTime<Utc>> = None;
         let mut skip_rows = 0u64;
         let mut progress = 0u64;
+        let mut pending = Batch::default();
+        let trusted = payloads_trusted(&self.pool, &rules)
+            .await
+            .map_err(|e| format!("database: {e}"))?;
         loop {
             // Only records past the saved cursor count: re-reading the lookback is not progress.
             if let Some(max) = source.max_records_per_run
@@ -422,7 +554,24 @@ impl Poller {
             let page = match page {
                 Ok(Some(page)) => page,
                 Ok(None) => break,
-                Err(FetchError { message, .. }) => return Err(message),
+                Err(FetchError { message, .. }) => {
+                    // Keep what was read before the failure.
+                    let batch = std::mem::take(&mut pending);
+                    self.flush(
+                        source,
+                        &rules,
+                        batch,
+                        last_cursor,
+                        &mut state,
+                        report,
+                        &mut skip_rows,
+                        window.lower,
+                        dry_run,
+                        trusted,
+                    )
+                    .await?;
+                    return Err(message);
+                }
             };
             report.pages += 1;
             if let Some(server) = page.server_time {
@@ -455,10 +604,6 @@ impl Poller {
                     Err(skip) => skips.push((None, None, skip)),
                 }
             }
-            // The same record twice on a page (a SQL source joining rows): its latest version.
-            records.sort_by(|a, b| a.id.cmp(&b.id).then(b.cursor.cmp(&a.cursor)));
-            records.dedup_by(|later, kept| later.id == kept.id);
-            records.sort_by(|a, b| a.cursor.cmp(&b.cursor).then(a.id.cmp(&b.id)));
             progress += records.iter().filter(|r| r.cursor > state.cursor).count() as u64;
             report.records_seen += (records.len() + skips.len()) as u64;
             if let (Reader::Http(pages), SourceKind::Http(spec)) = (&mut reader, &source.kind)
@@ -485,96 +630,40 @@ impl Poller {
                 lower = at;
                 pages.reanchor(at);
             }
-
-            // The cursor to save with this page (sorted sources only): the highest time read, and
-            // the ids read at exactly that time (added to those of earlier pages at that time).
-            let checkpoint = if source.sorted {
-                last_cursor.map(|c| {
-                    let mut boundary: HashSet<String> = if c == state.cursor {
-                        state.boundary.clone()
-                    } else {
-                        HashSet::new()
-                    };
-                    boundary.extend(
-                        records
-                            .iter()
-                            .filter(|r| r.cursor == c)
-                            .map(|r| r.id.clone()),
-                    );
-                    (c, boundary)
-                })
-            } else {
-                None
-            };
-
-            let mut page_tx = self
-                .pool
-                .begin()
-                .await
-                .map_err(|e| format!("database: {e}"))?;
-            let tx: &mut PgConnection = &mut page_tx;
-            write_page(
-                tx,
-                source,
-                &rules,
-                &self.catalog,
-                records,
-                &mut skips,
-                window.lower,
-                report,
-                dry_run,
-            )
-            .await
-            .map_err(|e| format!("database: {e}"))?;
-            if let Some((cursor, boundary)) = &checkpoint
-                && *cursor >= state.cursor
-            {
-                if !dry_run {
-                    save_cursor(tx, &source.name, *cursor, boundary)
-                        .await
-                        .map_err(|e| format!("database: {e}"))?;
-                }
-                state.cursor = *cursor;
-                state.boundary = boundary.clone();
+            pending.records.extend(records);
+            pending.skips.append(&mut skips);
+            // Pages are written together, in transactions of about WRITE_BATCH records.
+            if pending.records.len() + pending.skips.len() >= WRITE_BATCH || reader.is_done() {
+                let batch = std::mem::take(&mut pending);
+                self.flush(
+                    source,
+                    &rules,
+                    batch,
+                    last_cursor,
+                    &mut state,
+                    report,
+                    &mut skip_rows,
+                    window.lower,
+                    dry_run,
+                    trusted,
+                )
+                .await?;
             }
-            for (external_id, rule, skip) in &skips {
-                *report.skipped.entry(skip.reason.to_owned()).or_default() += 1;
-                if report.skip_examples.len() < 20 {
-                    report
-                        .skip_examples
-                        .push((skip.reason.to_owned(), skip.detail.clone()));
-                }
-                if let Some(run_id) = report.run_id
-                    && skip_rows < MAX_SKIP_ROWS
-                {
-                    skip_rows += 1;
-                    sqlx::query(
-                        "INSERT INTO timelines.source_skips (run_id, source, external_id, rule, reason, detail)
-                         VALUES ($1, $2, $3, $4, $5, $6)",
-                    )
-                    .bind(run_id)
-                    .bind(&source.name)
-                    .bind(external_id)
-                    .bind(rule)
-                    .bind(skip.reason)
-                    .bind(&skip.detail)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| format!("database: {e}"))?;
-                }
-            }
-            if let Some(run_id) = report.run_id {
-                update_counters(tx, run_id, report)
-                    .await
-                    .map_err(|e| format!("database: {e}"))?;
-            }
-            let done = if dry_run {
-                page_tx.rollback().await
-            } else {
-                page_tx.commit().await
-            };
-            done.map_err(|e| format!("database: {e}"))?;
         }
+        let batch = std::mem::take(&mut pending);
+        self.flush(
+            source,
+            &rules,
+            batch,
+            last_cursor,
+            &mut state,
+            report,
+            &mut skip_rows,
+            window.lower,
+            dry_run,
+            trusted,
+        )
+        .await?;
 
         // The whole window was read: the cursor moves to its end (records changed later come
         // with later times; late-arriving ones are re-read by the lookback).
@@ -604,12 +693,28 @@ impl Poller {
     }
 }
 
+/// Records read and not yet written.
+#[derive(Default)]
+struct Batch {
+    records: Vec<Record>,
+    skips: Vec<(Option<String>, Option<String>, Skip)>,
+}
+
+/// Records per write transaction (pages are gathered up to about this many).
+const WRITE_BATCH: usize = 1000;
+
 enum Reader {
     Http(Box<HttpPages>),
     Sql(SqlPages),
 }
 
 impl Reader {
+    fn is_done(&self) -> bool {
+        match self {
+            Reader::Http(p) => p.is_done(),
+            Reader::Sql(p) => p.is_done(),
+        }
+    }
     fn requests(&self) -> u32 {
         match self {
             Reader::Http(p) => p.http.requests,
@@ -622,6 +727,50 @@ impl Reader {
             Reader::Sql(p) => p.set_upper(upper),
         }
     }
+}
+
+/// Whether every rule's jobs can skip the per-row payload check: each rule's payload shape (its
+/// constant fields, every template rendered as a string, the text, an E.164 phone) passes
+/// `timelines.validate_payload`, its workspace exists, and every templated field is a plain
+/// string field (a templated URL or id could still render something invalid per row).
+async fn payloads_trusted(pool: &PgPool, rules: &[&Rule]) -> sqlx::Result<bool> {
+    for rule in rules {
+        let mut sample = rule.payload.clone();
+        let mut templated: Vec<String> = rule.payload_templates.clone();
+        for field in &rule.payload_templates {
+            sample.insert(field.clone(), Value::String("x".to_owned()));
+        }
+        if rule.text {
+            sample.insert("text".to_owned(), Value::String("x".to_owned()));
+            templated.push("text".to_owned());
+        }
+        sample.insert("phone".to_owned(), Value::String("+14155550123".to_owned()));
+        let valid = sqlx::query("SELECT timelines.validate_payload($1, $2)")
+            .bind(&rule.action)
+            .bind(Value::Object(sample))
+            .execute(pool)
+            .await;
+        match valid {
+            Ok(_) => {}
+            Err(sqlx::Error::Database(_)) => return Ok(false),
+            Err(other) => return Err(other),
+        }
+        let plain: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM timelines.workspaces WHERE name = $1)
+                AND coalesce((SELECT bool_and(k.fields ->> f = 'string')
+                                FROM timelines.job_kinds k, unnest($3::text[]) AS f
+                               WHERE k.kind = $2), true)",
+        )
+        .bind(&rule.workspace)
+        .bind(&rule.action)
+        .bind(&templated)
+        .fetch_one(pool)
+        .await?;
+        if !plain {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// A database error without the connection string.
@@ -935,7 +1084,11 @@ async fn write_page(
     // Watched fields (only of records the rules could act on: a change seen while a record has
     // no usable phone is not used up, it fires once the phone is there) and contacts.
     {
-        let actionable: Vec<&Read> = reads.iter().filter(|r| r.phone.is_some()).collect();
+        // (Only sources whose rules watch fields keep them.)
+        let actionable: Vec<&Read> = reads
+            .iter()
+            .filter(|r| r.phone.is_some() && !source.watched.is_empty())
+            .collect();
         let ids: Vec<&str> = actionable.iter().map(|r| r.record.id.as_str()).collect();
         let cursors: Vec<DateTime<Utc>> = actionable.iter().map(|r| r.record.cursor).collect();
         let watched: Vec<Value> = actionable.iter().map(|r| r.watched.clone()).collect();
@@ -1013,10 +1166,11 @@ async fn write_page(
                     // its value is the baseline, not a change.
                     let known = before.is_some();
                     let was = before.and_then(|w| w.get(field).cloned());
+                    // A record first seen: a change only if it was created in the window.
                     let changed = match &was {
                         Some(was) => !same(was, &now),
                         None if known => false,
-                        None => rule.trigger == Trigger::FieldEquals || created_now,
+                        None => created_now,
                     };
                     let wanted = rule.value.as_ref().is_none_or(|v| same(v, &now));
                     let value = text(&now).unwrap_or_else(|| now.to_string());
@@ -1056,7 +1210,8 @@ async fn write_page(
     // Events handled before (re-reads, overlapping runs, a repeated page after a crash).
     let keys: Vec<&str> = events.iter().map(|e| e.key.as_str()).collect();
     let known: HashSet<String> = sqlx::query_scalar(
-        "SELECT idempotency_key FROM timelines.rule_events WHERE idempotency_key = ANY($1)",
+        "SELECT e.idempotency_key FROM unnest($1::text[]) AS k(key)
+           JOIN timelines.rule_events e ON e.idempotency_key = k.key",
     )
     .bind(&keys)
     .fetch_all(&mut *tx)
@@ -1072,8 +1227,11 @@ async fn write_page(
         .filter_map(|e| reads[e.record].phone.as_deref())
         .collect();
     let opted_out: HashSet<String> = sqlx::query_scalar(
-        "SELECT phone FROM timelines.opt_outs WHERE phone = ANY($1)
-         UNION SELECT phone FROM timelines.contacts WHERE phone = ANY($1) AND opted_out",
+        "SELECT o.phone FROM unnest($1::text[]) AS p(phone)
+           JOIN timelines.opt_outs o ON o.phone = p.phone
+         UNION
+         SELECT c.phone FROM unnest($1::text[]) AS p(phone)
+           JOIN timelines.contacts c ON c.phone = p.phone AND c.opted_out",
     )
     .bind(&phones)
     .fetch_all(&mut *tx)

@@ -649,6 +649,11 @@ impl SqlPages {
         self.window.upper = upper;
     }
 
+    /// Whether the last page was the last.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
     /// The next page, or None at the end.
     pub async fn next_page(&mut self) -> Result<Option<Page>, FetchError> {
         if self.done {

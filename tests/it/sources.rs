@@ -1001,10 +1001,11 @@ async fn a_crash_between_fetching_a_page_and_committing_it_repeats_the_page_once
         .await
         .unwrap_err();
     assert!(error.to_string().contains("simulated crash"), "{error}");
-    // Keyset paging: pages [1,2], [(2),3], [(3),4] - the third one failed.
+    // The pages are written together (up to 1,000 records per transaction): the failure
+    // rolled back the whole batch, jobs, events, contacts and cursor alike.
     assert_eq!(
         count(&db.pool, "SELECT count(*) FROM timelines.jobs").await,
-        3
+        0
     );
     let cursor: DateTime<Utc> =
         sqlx::query_scalar("SELECT cursor_value FROM timelines.source_state")
@@ -1021,7 +1022,7 @@ async fn a_crash_between_fetching_a_page_and_committing_it_repeats_the_page_once
         .await
         .unwrap();
     let report = run(&poller, "hubspot_main").await;
-    assert_eq!(report.jobs_created, 3);
+    assert_eq!(report.jobs_created, 6);
     assert_eq!(
         count(
             &db.pool,
@@ -1110,4 +1111,27 @@ async fn two_instances_on_one_schedule_run_each_tick_once_and_never_overlap() {
         status.contains("hubspot_main") && status.contains("succeeded"),
         "{status}"
     );
+}
+
+#[tokio::test]
+async fn a_rule_whose_payload_the_kind_refuses_records_each_job_as_refused() {
+    let hubspot = HubSpot::start(TOKEN).await;
+    hubspot.put_contact(1, json!({"firstname": "A", "phone": "+14155551101"}), ago(20), ago(20));
+    // add_labels wants a list of labels; a template gives a string. The per-run shape check
+    // fails, so every row is checked by the table and refused with its reason.
+    let config = hubspot_contacts_config(&hubspot.url, ago(60), "").replace(
+        "action = \"send_message\"\ntemplate = \"Hi {{ firstname }}, welcome!\"",
+        "action = \"add_labels\"\npayload = { labels = \"{{ firstname }}\" }",
+    );
+    assert!(config.contains("add_labels"));
+    let (db, poller) = poller(&config).await;
+    let report = run(&poller, "hubspot_main").await;
+    assert_eq!(report.jobs_created, 0);
+    assert_eq!(report.skipped.get("job_refused"), Some(&1));
+    let detail: String =
+        sqlx::query_scalar("SELECT detail FROM timelines.source_skips WHERE reason = 'job_refused'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert!(detail.contains("labels"), "{detail}");
 }

@@ -332,8 +332,9 @@ async fn max_records_per_run_makes_progress_past_the_lookback() {
     );
 }
 
-/// F8: a dry run keeps one transaction open for its whole run, holding the row lock its
-/// per-page checkpoint took on source_state: a real run of the same source waits for it.
+/// F8: a dry run kept one transaction open for its whole run, holding the row lock its
+/// per-page checkpoint took on source_state: a real run of the same source waited for it. Now a
+/// dry run keeps its cursor in memory and writes each batch in a short rolled-back transaction.
 #[tokio::test]
 async fn a_dry_run_does_not_block_a_real_run() {
     let api = GenericApi::start("key-123").await;
@@ -356,16 +357,15 @@ async fn a_dry_run_does_not_block_a_real_run() {
         api.put(json!({"id": id, "name": "N", "phone": format!("+1 212 555 {:04}", 700 + id), "updated_at": rfc(Utc::now() - chrono::Duration::milliseconds(900 - 100 * id as i64))}));
     }
     tokio::time::sleep(Duration::from_millis(1000)).await;
+    // The dry run's first request is answered 503 with Retry-After 3: it pauses mid-run.
+    api.fail_next(503, Some("3"), 1);
     let dry = {
         let p = poller.clone();
         tokio::spawn(async move { p.run("internal", Mode::Manual, true).await })
     };
-    let base = api.requests().len();
-    while api.requests().len() < base + 1 {
+    while !api.requests().iter().any(|r| r.status == 503) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    api.fail_next(503, Some("3"), 1);
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let started = std::time::Instant::now();
     run(&poller, "internal").await;
     let waited = started.elapsed();
