@@ -1116,7 +1116,12 @@ async fn two_instances_on_one_schedule_run_each_tick_once_and_never_overlap() {
 #[tokio::test]
 async fn a_rule_whose_payload_the_kind_refuses_records_each_job_as_refused() {
     let hubspot = HubSpot::start(TOKEN).await;
-    hubspot.put_contact(1, json!({"firstname": "A", "phone": "+14155551101"}), ago(20), ago(20));
+    hubspot.put_contact(
+        1,
+        json!({"firstname": "A", "phone": "+14155551101"}),
+        ago(20),
+        ago(20),
+    );
     // add_labels wants a list of labels; a template gives a string. The per-run shape check
     // fails, so every row is checked by the table and refused with its reason.
     let config = hubspot_contacts_config(&hubspot.url, ago(60), "").replace(
@@ -1128,10 +1133,11 @@ async fn a_rule_whose_payload_the_kind_refuses_records_each_job_as_refused() {
     let report = run(&poller, "hubspot_main").await;
     assert_eq!(report.jobs_created, 0);
     assert_eq!(report.skipped.get("job_refused"), Some(&1));
-    let detail: String =
-        sqlx::query_scalar("SELECT detail FROM timelines.source_skips WHERE reason = 'job_refused'")
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
+    let detail: String = sqlx::query_scalar(
+        "SELECT detail FROM timelines.source_skips WHERE reason = 'job_refused'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
     assert!(detail.contains("labels"), "{detail}");
 }
