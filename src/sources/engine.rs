@@ -348,7 +348,6 @@ impl Poller {
         source: &Source,
         rules: &[&Rule],
         batch: Batch,
-        last_cursor: Option<DateTime<Utc>>,
         state: &mut State,
         report: &mut RunReport,
         skip_rows: &mut u64,
@@ -357,18 +356,24 @@ impl Poller {
         trusted: bool,
     ) -> Result<(), String> {
         let Batch {
-            mut records,
+            reads,
+            deleted,
             mut skips,
+            last_cursor,
+            at_last_cursor,
+            records_seen,
+            pages,
+            requests,
+            window_to,
         } = batch;
-        if records.is_empty() && skips.is_empty() {
+        report.records_seen = report.records_seen.max(records_seen);
+        report.pages = report.pages.max(pages);
+        report.requests = report.requests.max(requests);
+        report.window_to = Some(window_to);
+        if reads.is_empty() && deleted.is_empty() && skips.is_empty() {
             return Ok(());
         }
         let db = |e: sqlx::Error| format!("database: {e}");
-        // The same record twice in a batch (a SQL source joining rows, a re-anchored page with
-        // a newer version): its latest version.
-        records.sort_by(|a, b| a.id.cmp(&b.id).then(b.cursor.cmp(&a.cursor)));
-        records.dedup_by(|later, kept| later.id == kept.id);
-        records.sort_by(|a, b| a.cursor.cmp(&b.cursor).then(a.id.cmp(&b.id)));
         let checkpoint = if source.sorted {
             last_cursor.map(|c| {
                 let mut boundary: HashSet<String> = if c == state.cursor {
@@ -376,12 +381,7 @@ impl Poller {
                 } else {
                     HashSet::new()
                 };
-                boundary.extend(
-                    records
-                        .iter()
-                        .filter(|r| r.cursor == c)
-                        .map(|r| r.id.clone()),
-                );
+                boundary.extend(at_last_cursor);
                 (c, boundary)
             })
         } else {
@@ -406,7 +406,8 @@ impl Poller {
             source,
             rules,
             &self.catalog,
-            records,
+            reads,
+            deleted,
             &mut skips,
             window_lower,
             report,
@@ -498,7 +499,7 @@ impl Poller {
     ) -> Result<(), String> {
         let templates = self.catalog.templates.clone();
         let rules: Vec<&Rule> = self.catalog.rules_of(&source.name).collect();
-        let mut reader = match &source.kind {
+        let reader = match &source.kind {
             SourceKind::Http(spec) => {
                 let mut pages = HttpPages::new(
                     self.client.clone(),
@@ -515,131 +516,35 @@ impl Poller {
                 Reader::Sql(SqlPages::new(pool, source, spec, window).map_err(|e| e.message)?)
             }
         };
-        let mut upper = window.upper;
-        let mut lower = window.lower;
-        // (id, cursor) already processed in this run: re-anchored queries repeat their boundary.
-        let mut seen: HashSet<(String, DateTime<Utc>)> = HashSet::new();
-        let mut last_cursor: Option<DateTime<Utc>> = None;
-        let mut skip_rows = 0u64;
-        let mut progress = 0u64;
-        let mut pending = Batch::default();
         let trusted = payloads_trusted(&self.pool, &rules)
             .await
             .map_err(|e| format!("database: {e}"))?;
+        let mut ctx = ReadCtx {
+            reader,
+            window,
+            lower: window.lower,
+            upper: window.upper,
+            start_cursor: state.cursor,
+            start_boundary: state.boundary.clone(),
+            seen: HashSet::new(),
+            last_cursor: None,
+            progress: 0,
+            records_seen: 0,
+            pages: 0,
+            stopped_early: false,
+            done: false,
+            error: None,
+        };
+        let mut skip_rows = 0u64;
+        // Two stages: while one batch is written (Postgres' work), the next is read and
+        // prepared (this process's work: parsing, phones, expressions).
+        let mut batch = read_batch(source, &templates, &mut ctx).await;
         loop {
-            // Only records past the saved cursor count: re-reading the lookback is not progress.
-            if let Some(max) = source.max_records_per_run
-                && progress >= max
-            {
-                report.stopped_early = true;
-                break;
-            }
-            if let Reader::Http(pages) = &mut reader
-                && pages.near_cap()
-            {
-                let at = last_cursor.unwrap_or(lower);
-                if at <= lower {
-                    return Err(format!(
-                        "more records share the time {at} than the source's result cap allows in one query"
-                    ));
-                }
-                lower = at;
-                pages.reanchor(at);
-            }
-            let page = match &mut reader {
-                Reader::Http(pages) => pages.next_page().await,
-                Reader::Sql(pages) => pages.next_page().await,
-            };
-            report.requests = reader.requests();
-            let page = match page {
-                Ok(Some(page)) => page,
-                Ok(None) => break,
-                Err(FetchError { message, .. }) => {
-                    // Keep what was read before the failure.
-                    let batch = std::mem::take(&mut pending);
-                    self.flush(
-                        source,
-                        &rules,
-                        batch,
-                        last_cursor,
-                        &mut state,
-                        report,
-                        &mut skip_rows,
-                        window.lower,
-                        dry_run,
-                        trusted,
-                    )
-                    .await?;
-                    return Err(message);
-                }
-            };
-            report.pages += 1;
-            if let Some(server) = page.server_time {
-                let settle = chrono::Duration::from_std(source.settle).unwrap_or_default();
-                if server - settle < upper {
-                    upper = server - settle;
-                    reader.set_upper(upper);
-                    report.window_to = Some(upper);
-                }
-            }
-
-            let mut skips: Vec<(Option<String>, Option<String>, Skip)> = Vec::new();
-            let mut records = Vec::new();
-            for raw in page.records {
-                match record::read(source, raw) {
-                    Ok(r) => {
-                        if r.cursor < window.lower || r.cursor >= upper {
-                            // Outside the window: before it (an API without a lower filter) or
-                            // too recent (the next run reads it once it has settled).
-                            continue;
-                        }
-                        if r.cursor == state.cursor && state.boundary.contains(&r.id) {
-                            continue;
-                        }
-                        if !seen.insert((r.id.clone(), r.cursor)) {
-                            continue;
-                        }
-                        records.push(r);
-                    }
-                    Err(skip) => skips.push((None, None, skip)),
-                }
-            }
-            progress += records.iter().filter(|r| r.cursor > state.cursor).count() as u64;
-            report.records_seen += (records.len() + skips.len()) as u64;
-            if let (Reader::Http(pages), SourceKind::Http(spec)) = (&mut reader, &source.kind)
-                && !spec.enrich.is_empty()
-                && !records.is_empty()
-            {
-                fetch::enrich(&mut pages.http, source, spec, &templates, &mut records)
-                    .await
-                    .map_err(|e| e.message)?;
-                report.requests = reader.requests();
-            }
-            if let Some(max_cursor) = records.iter().map(|r| r.cursor).max() {
-                last_cursor = Some(last_cursor.map_or(max_cursor, |c| c.max(max_cursor)));
-            }
-            // Keyset paging: the next page is a new query from the last time read (the records
-            // at that time come again and are skipped by `seen`); within a run of equal times
-            // the token goes on.
-            if source.keyset_paging
-                && let Reader::Http(pages) = &mut reader
-                && !pages.is_done()
-                && let Some(at) = last_cursor
-                && at > lower
-            {
-                lower = at;
-                pages.reanchor(at);
-            }
-            pending.records.extend(records);
-            pending.skips.append(&mut skips);
-            // Pages are written together, in transactions of about WRITE_BATCH records.
-            if pending.records.len() + pending.skips.len() >= WRITE_BATCH || reader.is_done() {
-                let batch = std::mem::take(&mut pending);
+            if ctx.done || ctx.error.is_some() || ctx.stopped_early {
                 self.flush(
                     source,
                     &rules,
                     batch,
-                    last_cursor,
                     &mut state,
                     report,
                     &mut skip_rows,
@@ -648,29 +553,61 @@ impl Poller {
                     trusted,
                 )
                 .await?;
+                break;
             }
+            // The reading stage runs as a task of its own, so its CPU work proceeds on another
+            // core while this one waits on Postgres.
+            let (reading_source, reading_templates) = (source.clone(), templates.clone());
+            let mut reading_ctx = ctx;
+            let reading = tokio::spawn(async move {
+                let next = read_batch(&reading_source, &reading_templates, &mut reading_ctx).await;
+                (reading_ctx, next)
+            });
+            let flushed = self
+                .flush(
+                    source,
+                    &rules,
+                    batch,
+                    &mut state,
+                    report,
+                    &mut skip_rows,
+                    window.lower,
+                    dry_run,
+                    trusted,
+                )
+                .await;
+            let (returned, next) = reading
+                .await
+                .map_err(|e| format!("the reading stage failed: {e}"))?;
+            ctx = returned;
+            flushed?;
+            batch = next;
         }
-        let batch = std::mem::take(&mut pending);
-        self.flush(
-            source,
-            &rules,
-            batch,
-            last_cursor,
-            &mut state,
-            report,
-            &mut skip_rows,
-            window.lower,
-            dry_run,
-            trusted,
-        )
-        .await?;
+        report.stopped_early = ctx.stopped_early;
+        report.records_seen = ctx.records_seen;
+        report.pages = ctx.pages;
+        report.requests = ctx.reader.requests();
+        report.window_to = Some(ctx.upper);
+        if let Some(error) = ctx.error {
+            if let Some(run_id) = report.run_id {
+                let conn = &mut *self
+                    .pool
+                    .acquire()
+                    .await
+                    .map_err(|e| format!("database: {e}"))?;
+                update_counters(conn, run_id, report)
+                    .await
+                    .map_err(|e| format!("database: {e}"))?;
+            }
+            return Err(error);
+        }
 
         // The whole window was read: the cursor moves to its end (records changed later come
         // with later times; late-arriving ones are re-read by the lookback).
         let end = if report.stopped_early {
             state.cursor
         } else {
-            upper.max(state.cursor)
+            ctx.upper.max(state.cursor)
         };
         let boundary = if end == state.cursor {
             state.boundary.clone()
@@ -693,11 +630,173 @@ impl Poller {
     }
 }
 
-/// Records read and not yet written.
+/// The reading stage's state.
+struct ReadCtx {
+    reader: Reader,
+    window: Window,
+    /// The current query's lower bound (moves with re-anchoring).
+    lower: DateTime<Utc>,
+    /// The window's end (narrowed once the server's clock is known).
+    upper: DateTime<Utc>,
+    /// The cursor and boundary ids the run started from.
+    start_cursor: DateTime<Utc>,
+    start_boundary: HashSet<String>,
+    /// (id, cursor) already read in this run: re-anchored queries repeat their boundary.
+    seen: HashSet<(String, DateTime<Utc>)>,
+    last_cursor: Option<DateTime<Utc>>,
+    /// Records past the starting cursor (re-reading the lookback is not progress).
+    progress: u64,
+    records_seen: u64,
+    pages: u32,
+    stopped_early: bool,
+    done: bool,
+    error: Option<String>,
+}
+
+/// Reads pages until about WRITE_BATCH records are gathered (or the window ends, the run limit
+/// is reached, or a request fails: then `ctx.error` is set and the batch holds what was read
+/// before, to be written), and prepares them.
+async fn read_batch(
+    source: &Arc<Source>,
+    templates: &Arc<super::template::Templates>,
+    ctx: &mut ReadCtx,
+) -> Batch {
+    let mut records: Vec<Record> = Vec::new();
+    let mut skips: Vec<(Option<String>, Option<String>, Skip)> = Vec::new();
+    loop {
+        if let Some(max) = source.max_records_per_run
+            && ctx.progress >= max
+        {
+            ctx.stopped_early = true;
+            break;
+        }
+        if records.len() + skips.len() >= WRITE_BATCH {
+            break;
+        }
+        if let Reader::Http(pages) = &mut ctx.reader
+            && pages.near_cap()
+        {
+            let at = ctx.last_cursor.unwrap_or(ctx.lower);
+            if at <= ctx.lower {
+                ctx.error = Some(format!(
+                    "more records share the time {at} than the source's result cap allows in one query"
+                ));
+                break;
+            }
+            ctx.lower = at;
+            pages.reanchor(at);
+        }
+        let page = match &mut ctx.reader {
+            Reader::Http(pages) => pages.next_page().await,
+            Reader::Sql(pages) => pages.next_page().await,
+        };
+        let page = match page {
+            Ok(Some(page)) => page,
+            Ok(None) => {
+                ctx.done = true;
+                break;
+            }
+            Err(FetchError { message, .. }) => {
+                ctx.error = Some(message);
+                break;
+            }
+        };
+        ctx.pages += 1;
+        if let Some(server) = page.server_time {
+            let settle = chrono::Duration::from_std(source.settle).unwrap_or_default();
+            if server - settle < ctx.upper {
+                ctx.upper = server - settle;
+                ctx.reader.set_upper(ctx.upper);
+            }
+        }
+        let mut read = Vec::new();
+        for raw in page.records {
+            match record::read(source, raw) {
+                Ok(r) => {
+                    if r.cursor < ctx.window.lower || r.cursor >= ctx.upper {
+                        // Outside the window: before it (an API without a lower filter) or
+                        // too recent (the next run reads it once it has settled).
+                        continue;
+                    }
+                    if r.cursor == ctx.start_cursor && ctx.start_boundary.contains(&r.id) {
+                        continue;
+                    }
+                    if !ctx.seen.insert((r.id.clone(), r.cursor)) {
+                        continue;
+                    }
+                    read.push(r);
+                }
+                Err(skip) => skips.push((None, None, skip)),
+            }
+        }
+        ctx.progress += read.iter().filter(|r| r.cursor > ctx.start_cursor).count() as u64;
+        if let (Reader::Http(pages), SourceKind::Http(spec)) = (&mut ctx.reader, &source.kind)
+            && !spec.enrich.is_empty()
+            && !read.is_empty()
+            && let Err(e) = fetch::enrich(&mut pages.http, source, spec, templates, &mut read).await
+        {
+            ctx.error = Some(e.message);
+            break;
+        }
+        if let Some(max_cursor) = read.iter().map(|r| r.cursor).max() {
+            ctx.last_cursor = Some(ctx.last_cursor.map_or(max_cursor, |c| c.max(max_cursor)));
+        }
+        // Keyset paging: the next page is a new query from the last time read (the records
+        // at that time come again and are skipped by `seen`); within a run of equal times
+        // the token goes on.
+        if source.keyset_paging
+            && let Reader::Http(pages) = &mut ctx.reader
+            && !pages.is_done()
+            && let Some(at) = ctx.last_cursor
+            && at > ctx.lower
+        {
+            ctx.lower = at;
+            pages.reanchor(at);
+        }
+        records.append(&mut read);
+        if ctx.reader.is_done() {
+            ctx.done = true;
+            break;
+        }
+    }
+    ctx.records_seen += (records.len() + skips.len()) as u64;
+    // The same record twice in a batch (a SQL source joining rows, a re-anchored page with a
+    // newer version): its latest version.
+    records.sort_by(|a, b| a.id.cmp(&b.id).then(b.cursor.cmp(&a.cursor)));
+    records.dedup_by(|later, kept| later.id == kept.id);
+    records.sort_by(|a, b| a.cursor.cmp(&b.cursor).then(a.id.cmp(&b.id)));
+    let at_last_cursor = records
+        .iter()
+        .filter(|r| Some(r.cursor) == ctx.last_cursor)
+        .map(|r| r.id.clone())
+        .collect();
+    let (reads, deleted) = prepare(templates, source, records, &mut skips);
+    Batch {
+        reads,
+        deleted,
+        skips,
+        last_cursor: ctx.last_cursor,
+        at_last_cursor,
+        records_seen: ctx.records_seen,
+        pages: ctx.pages,
+        requests: ctx.reader.requests(),
+        window_to: ctx.upper,
+    }
+}
+
+/// Records read and prepared, not yet written, with the reading stage's figures at the time.
 #[derive(Default)]
 struct Batch {
-    records: Vec<Record>,
+    reads: Vec<Read>,
+    deleted: Vec<String>,
     skips: Vec<(Option<String>, Option<String>, Skip)>,
+    last_cursor: Option<DateTime<Utc>>,
+    /// The ids read at exactly `last_cursor` in this batch.
+    at_last_cursor: Vec<String>,
+    records_seen: u64,
+    pages: u32,
+    requests: u32,
+    window_to: DateTime<Utc>,
 }
 
 /// Records per write transaction (pages are gathered up to about this many).
@@ -947,41 +1046,14 @@ fn stamp(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-/// Processes one page's records and writes everything about them in `tx`.
-#[allow(clippy::too_many_arguments)]
-async fn write_page(
-    tx: &mut PgConnection,
+/// The per-record work that needs no database: deleted records, opt-out flags, phones, watched
+/// values. Runs in the reading stage, alongside the previous batch's writes.
+fn prepare(
+    templates: &super::template::Templates,
     source: &Source,
-    rules: &[&Rule],
-    catalog: &Catalog,
     records: Vec<Record>,
     skips: &mut Vec<(Option<String>, Option<String>, Skip)>,
-    window_lower: DateTime<Utc>,
-    report: &mut RunReport,
-    dry_run: bool,
-) -> sqlx::Result<()> {
-    let templates = &catalog.templates;
-    if records.is_empty() {
-        return Ok(());
-    }
-    // Last values of the watched fields.
-    let ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
-    let previous: HashMap<String, Value> = if source.watched.is_empty() {
-        HashMap::new()
-    } else {
-        sqlx::query_as::<_, (String, Value)>(
-            "SELECT external_id, watched FROM timelines.source_records
-              WHERE source = $1 AND external_id = ANY($2)",
-        )
-        .bind(&source.name)
-        .bind(&ids)
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .collect()
-    };
-
-    // Read each record: deleted ones, phones, opt-out flags.
+) -> (Vec<Read>, Vec<String>) {
     let mut reads: Vec<Read> = Vec::new();
     let mut deleted: Vec<String> = Vec::new();
     for record in records {
@@ -1043,6 +1115,45 @@ async fn write_page(
             watched,
         });
     }
+
+    (reads, deleted)
+}
+
+/// Writes everything about a batch of prepared records in `tx`: cancellations, watched values,
+/// contacts, and the rule events with their jobs.
+#[allow(clippy::too_many_arguments)]
+async fn write_page(
+    tx: &mut PgConnection,
+    source: &Source,
+    rules: &[&Rule],
+    catalog: &Catalog,
+    reads: Vec<Read>,
+    deleted: Vec<String>,
+    skips: &mut Vec<(Option<String>, Option<String>, Skip)>,
+    window_lower: DateTime<Utc>,
+    report: &mut RunReport,
+    dry_run: bool,
+) -> sqlx::Result<()> {
+    let templates = &catalog.templates;
+    if reads.is_empty() && deleted.is_empty() {
+        return Ok(());
+    }
+    // Last values of the watched fields.
+    let ids: Vec<String> = reads.iter().map(|r| r.record.id.clone()).collect();
+    let previous: HashMap<String, Value> = if source.watched.is_empty() {
+        HashMap::new()
+    } else {
+        sqlx::query_as::<_, (String, Value)>(
+            "SELECT external_id, watched FROM timelines.source_records
+              WHERE source = $1 AND external_id = ANY($2)",
+        )
+        .bind(&source.name)
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect()
+    };
 
     // Contacts who opted out (by a field of the record) lose their queued messages.
     let opted: Vec<&str> = reads
