@@ -18,11 +18,11 @@ use crate::helpers::{TestDb, test_db};
 
 const TOKEN: &str = "pat-na1-secret-token";
 
-fn ago(minutes: i64) -> DateTime<Utc> {
+pub(crate) fn ago(minutes: i64) -> DateTime<Utc> {
     Utc::now() - chrono::Duration::minutes(minutes)
 }
 
-fn rfc(t: DateTime<Utc>) -> String {
+pub(crate) fn rfc(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
@@ -33,7 +33,7 @@ async fn poller(toml: &str) -> (TestDb, Poller) {
     (db, p)
 }
 
-async fn poller_on(pool: &PgPool, toml: &str) -> Poller {
+pub(crate) async fn poller_on(pool: &PgPool, toml: &str) -> Poller {
     let settings = Settings::parse(toml, std::path::Path::new("t.toml")).expect("config parses");
     settings.validate(&ProcessEnv).expect("config is valid");
     timelines_sync::db::sync_workspaces(pool, &settings, &[])
@@ -45,7 +45,7 @@ async fn poller_on(pool: &PgPool, toml: &str) -> Poller {
     poller
 }
 
-async fn run(poller: &Poller, source: &str) -> RunReport {
+pub(crate) async fn run(poller: &Poller, source: &str) -> RunReport {
     poller
         .run(source, Mode::Manual, false)
         .await
@@ -62,7 +62,7 @@ async fn sends(pool: &PgPool) -> Vec<(String, String)> {
     .unwrap()
 }
 
-async fn count(pool: &PgPool, sql: &str) -> i64 {
+pub(crate) async fn count(pool: &PgPool, sql: &str) -> i64 {
     sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
         .fetch_one(pool)
         .await
@@ -609,7 +609,7 @@ template = "Deal {{{{ dealname }}}} is now {{{{ dealstage }}}}"
 }
 
 /// A custom source on the generic fake, with `pagination` and the endpoint given.
-fn generic_config(
+pub(crate) fn generic_config(
     url: &str,
     endpoint: &str,
     query: &str,
@@ -631,7 +631,6 @@ records_path = "{records}"
 id_field = "id"
 cursor_field = "updated_at"
 pagination = {pagination}
-page_size = 2
 sorted = true
 initial = "{start}"
 settle_seconds = 0
@@ -690,7 +689,12 @@ async fn a_custom_http_source_pages_in_every_style() {
     ];
     for (endpoint, query, records, pagination) in styles {
         let (db, poller) = poller(&generic_config(
-            &api.url, endpoint, query, records, pagination, "",
+            &api.url,
+            endpoint,
+            query,
+            records,
+            pagination,
+            "page_size = 2",
         ))
         .await;
         let report = run(&poller, "internal").await;
@@ -723,7 +727,7 @@ async fn a_page_cap_is_re_anchored_and_deletions_cancel_queued_jobs() {
         r#"{ updated_since = "{{ cursor.lower | rfc3339 }}", page = "{{ page.number }}", per_page = "{{ page.size }}" }"#,
         "",
         r#"{ type = "link_header" }"#,
-        "result_cap = 4\nskip_if = \"deleted\"",
+        "page_size = 2\nresult_cap = 4\nskip_if = \"deleted\"",
     );
     let (db, poller) = poller(&config).await;
     let report = run(&poller, "internal").await;

@@ -5,82 +5,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use serde_json::json;
 use sqlx::PgPool;
-use timelines_sync::config::{ProcessEnv, Settings};
-use timelines_sync::sources::Catalog;
-use timelines_sync::sources::engine::{Mode, Poller, RunReport};
+use timelines_sync::sources::engine::Mode;
 
 use crate::fakes::generic::GenericApi;
 use crate::helpers::test_db;
-
-fn ago(minutes: i64) -> DateTime<Utc> {
-    Utc::now() - chrono::Duration::minutes(minutes)
-}
-fn rfc(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-async fn poller_on(pool: &PgPool, toml: &str) -> Poller {
-    let settings = Settings::parse(toml, std::path::Path::new("t.toml")).expect("config parses");
-    settings.validate(&ProcessEnv).expect("config is valid");
-    timelines_sync::db::sync_workspaces(pool, &settings, &[])
-        .await
-        .unwrap();
-    let catalog = Arc::new(Catalog::build(&settings, &ProcessEnv).unwrap());
-    let mut poller = Poller::new(pool.clone(), catalog, "test-instance");
-    poller.retry_base = Duration::from_millis(20);
-    poller
-}
-async fn run(poller: &Poller, source: &str) -> RunReport {
-    poller
-        .run(source, Mode::Manual, false)
-        .await
-        .unwrap_or_else(|e| panic!("run of {source} failed: {e}"))
-}
-async fn count(pool: &PgPool, sql: &str) -> i64 {
-    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
-        .fetch_one(pool)
-        .await
-        .unwrap()
-}
-
-fn generic(
-    url: &str,
-    endpoint: &str,
-    query: &str,
-    records: &str,
-    pagination: &str,
-    extra: &str,
-) -> String {
-    format!(
-        r#"
-[workspaces.default]
-token = "tl-token"
-[sources.internal]
-base_url = "{url}"
-path = "{endpoint}"
-token = "key-123"
-auth = {{ type = "header", name = "X-Api-Key" }}
-query = {query}
-records_path = "{records}"
-id_field = "id"
-cursor_field = "updated_at"
-pagination = {pagination}
-sorted = true
-initial = "{start}"
-settle_seconds = 0
-phone_fields = ["phone"]
-name_fields = ["name"]
-{extra}
-[[rules]]
-source = "internal"
-trigger = "updated"
-template = "Hello {{{{ name }}}}"
-"#,
-        start = rfc(ago(60))
-    )
-}
+use crate::sources::{ago, count, generic_config as generic, poller_on, rfc, run};
 
 /// F1: a server that keeps answering 503 with `Retry-After: 0` is retried far beyond
 /// `max_retries` (forever while it keeps answering so), with no pause between tries.
