@@ -7,13 +7,14 @@ use std::collections::BTreeMap;
 use super::config::{EnrichSettings, PaginationSettings, SourceSettings};
 
 /// The names of all presets.
-pub const NAMES: &[&str] = &["hubspot.contacts", "hubspot.deals"];
+pub const NAMES: &[&str] = &["hubspot.contacts", "hubspot.deals", "pipedrive.persons"];
 
 /// The preset called `name`.
 pub fn preset(name: &str) -> Option<SourceSettings> {
     match name {
         "hubspot.contacts" => Some(hubspot_contacts()),
         "hubspot.deals" => Some(hubspot_deals()),
+        "pipedrive.persons" => Some(pipedrive_persons()),
         _ => None,
     }
 }
@@ -146,6 +147,54 @@ fn hubspot_deals() -> SourceSettings {
             "hs_lastmodifieddate",
         ])),
         ..hubspot_base()
+    }
+}
+
+/// Pipedrive's v2 persons list: `updated_since` (inclusive, RFC 3339 to the second, so the
+/// lower bound is truncated, never rounded up), sorted by `update_time` ascending, up to 500 per
+/// page, the opaque `additional_data.next_cursor`; the token goes in `x-api-token`. Deleted
+/// persons are listed with `is_deleted` and skipped (their queued jobs cancelled). The base URL is
+/// the company's: `https://COMPANY.pipedrive.com`.
+fn pipedrive_persons() -> SourceSettings {
+    SourceSettings {
+        method: Some("GET".to_owned()),
+        path: Some("/api/v2/persons".to_owned()),
+        auth: Some(super::config::AuthSettings::Header {
+            name: "x-api-token".to_owned(),
+            prefix: String::new(),
+        }),
+        query: Some(BTreeMap::from([
+            (
+                "updated_since".to_owned(),
+                "{{ cursor.lower | rfc3339 }}".to_owned(),
+            ),
+            ("sort_by".to_owned(), "update_time".to_owned()),
+            ("sort_direction".to_owned(), "asc".to_owned()),
+            ("limit".to_owned(), "{{ page.size }}".to_owned()),
+            (
+                "cursor".to_owned(),
+                "{{ page.token | default('') }}".to_owned(),
+            ),
+        ])),
+        records_path: Some("data".to_owned()),
+        id_field: Some("id".to_owned()),
+        cursor_field: Some("update_time".to_owned()),
+        created_field: Some("add_time".to_owned()),
+        pagination: Some(PaginationSettings {
+            kind: "token".to_owned(),
+            token_path: Some("additional_data.next_cursor".to_owned()),
+            ..PaginationSettings::default()
+        }),
+        page_size: Some(500),
+        sorted: Some(true),
+        skip_if: Some("is_deleted".to_owned()),
+        phone_fields: Some(strings(&["phones"])),
+        name_fields: Some(strings(&["first_name", "last_name"])),
+        // The smallest plan allows 20 requests per 2 s per token.
+        requests_per_second: Some(8.0),
+        lookback_seconds: Some(600),
+        settle_seconds: Some(30),
+        ..SourceSettings::default()
     }
 }
 

@@ -1145,3 +1145,74 @@ async fn a_rule_whose_payload_the_kind_refuses_records_each_job_as_refused() {
     .unwrap();
     assert!(detail.contains("labels"), "{detail}");
 }
+
+#[tokio::test]
+async fn the_pipedrive_persons_preset_pages_skips_deleted_and_prefers_the_primary_phone() {
+    use crate::fakes::pipedrive::Pipedrive;
+    let pipedrive = Pipedrive::start("pd-token").await;
+    for id in 1..=5u64 {
+        let t = ago(30) + chrono::Duration::seconds((id / 2) as i64);
+        pipedrive.put_person(
+            id,
+            json!({"first_name": format!("P{id}"), "last_name": "Silva",
+                   "phones": [{"value": "+1 415 555 0100", "primary": false, "label": "work"},
+                              {"value": format!("+55 11 9{:04}-{:04}", 1000 + id, 2000 + id), "primary": true, "label": "mobile"}]}),
+            t,
+            t,
+        );
+    }
+    let config = format!(
+        r#"
+[workspaces.default]
+token = "tl-token"
+[sources.pd]
+preset = "pipedrive.persons"
+base_url = "{url}"
+token = "pd-token"
+initial = "{start}"
+settle_seconds = 0
+page_size = 2
+[[rules]]
+name = "welcome"
+source = "pd"
+trigger = "created"
+template = "Olá {{{{ first_name }}}}"
+"#,
+        url = pipedrive.url,
+        start = rfc(ago(60))
+    );
+    let (db, poller) = poller(&config).await;
+    let report = run(&poller, "pd").await;
+    assert_eq!(report.jobs_created, 5);
+    assert!(report.pages >= 3, "{} pages", report.pages);
+    assert_eq!(
+        sends(&db.pool).await[0],
+        ("+5511910012001".into(), "Olá P1".into())
+    );
+    let request = &pipedrive.requests()[0];
+    assert!(
+        request
+            .headers
+            .iter()
+            .any(|(k, v)| k == "x-api-token" && v == "pd-token")
+    );
+    assert!(
+        request.query.contains("sort_by=update_time"),
+        "{}",
+        request.query
+    );
+
+    // A deleted person is skipped, and its queued welcome cancelled.
+    pipedrive.delete_person(2, ago(1));
+    let report = run(&poller, "pd").await;
+    assert_eq!(report.skipped.get("deleted"), Some(&1));
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT count(*) FROM timelines.jobs WHERE state = 'cancelled'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(report.jobs_created, 0);
+}

@@ -7,6 +7,7 @@
 
 pub mod generic;
 pub mod hubspot;
+pub mod pipedrive;
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
