@@ -1216,3 +1216,116 @@ template = "Olá {{{{ first_name }}}}"
     );
     assert_eq!(report.jobs_created, 0);
 }
+
+fn freshdesk_config(url: &str, preset: &str, template: &str) -> String {
+    format!(
+        r#"
+[workspaces.default]
+token = "tl-token"
+[sources.fd]
+preset = "{preset}"
+base_url = "{url}"
+token = "fd-key"
+initial = "{start}"
+settle_seconds = 0
+page_size = 2
+requests_per_second = 100
+default_region = "ES"
+[[rules]]
+name = "hello"
+source = "fd"
+trigger = "updated"
+template = "{template}"
+"#,
+        start = rfc(ago(60))
+    )
+}
+
+#[tokio::test]
+async fn the_freshdesk_presets_read_contacts_by_name_order_and_tickets_past_the_page_cap() {
+    use crate::fakes::freshdesk::Freshdesk;
+    let freshdesk = Freshdesk::start("fd-key").await;
+    // Contacts come in name order (as real Freshdesk lists them), not by time.
+    freshdesk.sort_contacts_by_name(true);
+    for (id, name) in [(1u64, "Zoe"), (2, "Ana"), (3, "Mia")] {
+        let t = ago(30 - id as i64);
+        freshdesk.put_contact(
+            id,
+            json!({"name": name, "mobile": format!("600 000 00{id}")}),
+            t,
+            t,
+        );
+    }
+    freshdesk.put_contact(
+        4,
+        json!({"name": "Old", "mobile": "600 000 004"}),
+        ago(90),
+        ago(90),
+    );
+    let (db, poller) = poller(&freshdesk_config(
+        &freshdesk.url,
+        "freshdesk.contacts",
+        "Hola {{ name }}",
+    ))
+    .await;
+    let report = run(&poller, "fd").await;
+    assert_eq!(report.jobs_created, 3);
+    assert_eq!(
+        sends(&db.pool).await[0],
+        ("+34600000001".into(), "Hola Zoe".into())
+    );
+    let request = &freshdesk.requests()[0];
+    assert!(
+        request.query.contains("_updated_since="),
+        "{}",
+        request.query
+    );
+    assert!(
+        request
+            .headers
+            .iter()
+            .any(|(k, v)| k == "authorization" && v.starts_with("Basic "))
+    );
+
+    // Tickets: 7 of them, pages of 2 and a cap of 2 pages; each page is a new query from the
+    // last update read, so the cap is never reached. The requester is embedded for the phone.
+    freshdesk.put_contact(
+        10,
+        json!({"name": "Requester", "mobile": "+34 611 222 333"}),
+        ago(500),
+        ago(500),
+    );
+    for id in 1..=7u64 {
+        let t = ago(20) + chrono::Duration::seconds(id as i64);
+        freshdesk.put_ticket(
+            id,
+            json!({"subject": format!("T{id}"), "requester_id": 10}),
+            t,
+            t,
+        );
+    }
+    freshdesk.set_page_cap(Some(2));
+    let tickets_config = freshdesk_config(
+        &freshdesk.url,
+        "freshdesk.tickets",
+        "Ticket {{ subject }} updated",
+    )
+    .replace("[sources.fd]", "[sources.fdt]")
+    .replace("source = \"fd\"", "source = \"fdt\"")
+    .replace("name = \"hello\"", "name = \"ticket\"");
+    let tickets = poller_on(&db.pool, &tickets_config).await;
+    let report = run(&tickets, "fdt").await;
+    assert_eq!(report.jobs_created, 7);
+    assert!(
+        freshdesk.requests().iter().all(|r| r.status == 200),
+        "never asked past the page cap"
+    );
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT count(*) FROM timelines.jobs WHERE payload->>'phone' = '+34611222333'"
+        )
+        .await,
+        7
+    );
+}

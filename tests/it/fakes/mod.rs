@@ -5,6 +5,7 @@
 //! finish, so requests are answered one at a time and every answer is deterministic. Nothing in
 //! a fake sleeps: lag, rate limits and faults are decided from the request and the state alone.
 
+pub mod freshdesk;
 pub mod generic;
 pub mod hubspot;
 pub mod pipedrive;
