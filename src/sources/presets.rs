@@ -11,6 +11,7 @@ pub const NAMES: &[&str] = &[
     "hubspot.contacts",
     "hubspot.deals",
     "pipedrive.persons",
+    "pipedrive.deals",
     "freshdesk.contacts",
     "freshdesk.tickets",
 ];
@@ -21,6 +22,7 @@ pub fn preset(name: &str) -> Option<SourceSettings> {
         "hubspot.contacts" => Some(hubspot_contacts()),
         "hubspot.deals" => Some(hubspot_deals()),
         "pipedrive.persons" => Some(pipedrive_persons()),
+        "pipedrive.deals" => Some(pipedrive_deals()),
         "freshdesk.contacts" => Some(freshdesk_contacts()),
         "freshdesk.tickets" => Some(freshdesk_tickets()),
         _ => None,
@@ -203,6 +205,33 @@ fn pipedrive_persons() -> SourceSettings {
         lookback_seconds: Some(600),
         settle_seconds: Some(30),
         ..SourceSettings::default()
+    }
+}
+
+/// Pipedrive's v2 deals list, like persons; deleted deals are listed only when `status` names
+/// them, so it asks for all four. Each page's deals are enriched with their persons (one
+/// `GET /api/v2/persons?ids=...` per 100), whose `phones` give the contact.
+fn pipedrive_deals() -> SourceSettings {
+    let persons = pipedrive_persons();
+    let mut query = persons.query.clone().unwrap_or_default();
+    query.insert("status".to_owned(), "open,won,lost,deleted".to_owned());
+    SourceSettings {
+        path: Some("/api/v2/deals".to_owned()),
+        query: Some(query),
+        enrich: Some(vec![EnrichSettings {
+            name: "person".to_owned(),
+            ids_from: "person_id".to_owned(),
+            method: "GET".to_owned(),
+            path: "/api/v2/persons".to_owned(),
+            query: BTreeMap::from([("ids".to_owned(), "{{ ids | join(',') }}".to_owned())]),
+            body: None,
+            records_path: "data".to_owned(),
+            key_field: "id".to_owned(),
+            batch_size: 100,
+        }]),
+        phone_fields: Some(strings(&["person.phones"])),
+        name_fields: Some(strings(&["person.first_name", "person.last_name"])),
+        ..persons
     }
 }
 

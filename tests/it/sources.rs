@@ -1329,3 +1329,62 @@ async fn the_freshdesk_presets_read_contacts_by_name_order_and_tickets_past_the_
         7
     );
 }
+
+#[tokio::test]
+async fn the_pipedrive_deals_preset_reaches_the_persons_phone_and_watches_the_stage() {
+    use crate::fakes::pipedrive::Pipedrive;
+    let pipedrive = Pipedrive::start("pd-token").await;
+    pipedrive.put_person(
+        7,
+        json!({"first_name": "Rui", "last_name": "Costa", "phones": [{"value": "+351 912 345 678", "primary": true, "label": "mobile"}]}),
+        ago(500),
+        ago(500),
+    );
+    pipedrive.put_deal(
+        70,
+        json!({"title": "Big", "person_id": 7, "stage_id": 1}),
+        ago(30),
+        ago(30),
+    );
+    let config = format!(
+        r#"
+[workspaces.default]
+token = "tl-token"
+[sources.pd_deals]
+preset = "pipedrive.deals"
+base_url = "{url}"
+token = "pd-token"
+initial = "{start}"
+settle_seconds = 0
+[[rules]]
+name = "won-stage"
+source = "pd_deals"
+trigger = "field_changed"
+field = "stage_id"
+value = 5
+template = "Parabéns {{{{ contact.name }}}}: {{{{ title }}}}"
+"#,
+        url = pipedrive.url,
+        start = rfc(ago(60))
+    );
+    let (db, poller) = poller(&config).await;
+    assert_eq!(run(&poller, "pd_deals").await.jobs_created, 0);
+    pipedrive.put_deal(
+        70,
+        json!({"title": "Big", "person_id": 7, "stage_id": 5}),
+        ago(30),
+        ago(2),
+    );
+    assert_eq!(run(&poller, "pd_deals").await.jobs_created, 1);
+    assert_eq!(
+        sends(&db.pool).await,
+        vec![("+351912345678".into(), "Parabéns Rui Costa: Big".into())]
+    );
+    assert!(
+        pipedrive
+            .requests()
+            .iter()
+            .any(|r| r.path == "/api/v2/persons" && r.query.contains("ids=7"))
+    );
+    assert_eq!(run(&poller, "pd_deals").await.jobs_created, 0);
+}
