@@ -79,6 +79,10 @@ pub struct SourceSettings {
     /// each page as a new query from the last modification time read, so a record edited while
     /// the run pages does not shift the offsets and make another one skipped.
     pub keyset_paging: Option<bool>,
+    /// The vendor's page token is a durable cursor (Zendesk's incremental exports): it is saved
+    /// with each batch and the next run resumes from it instead of from a time; the vendor
+    /// decides what is new, so no lookback or window filter applies.
+    pub resume_token: Option<bool>,
     /// The most results one query can page through (HubSpot: 10,000); the query is re-anchored
     /// at the last cursor value before reaching it.
     pub result_cap: Option<u32>,

@@ -156,6 +156,8 @@ struct State {
     cursor: DateTime<Utc>,
     start_from: DateTime<Utc>,
     boundary: HashSet<String>,
+    /// The vendor's durable cursor (sources with `resume_token`).
+    vendor_token: Option<String>,
 }
 
 impl Poller {
@@ -361,6 +363,7 @@ impl Poller {
             mut skips,
             last_cursor,
             at_last_cursor,
+            resume_token,
             records_seen,
             pages,
             requests,
@@ -370,7 +373,7 @@ impl Poller {
         report.pages = report.pages.max(pages);
         report.requests = report.requests.max(requests);
         report.window_to = Some(window_to);
-        if reads.is_empty() && deleted.is_empty() && skips.is_empty() {
+        if reads.is_empty() && deleted.is_empty() && skips.is_empty() && resume_token.is_none() {
             return Ok(());
         }
         let db = |e: sqlx::Error| format!("database: {e}");
@@ -425,6 +428,17 @@ impl Poller {
             }
             state.cursor = cursor;
             state.boundary = boundary;
+        }
+        if let Some(token) = resume_token
+            && !dry_run
+        {
+            sqlx::query("UPDATE timelines.source_state SET vendor_token = $2 WHERE source = $1")
+                .bind(&source.name)
+                .bind(&token)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            state.vendor_token = Some(token);
         }
         let mut rows = Vec::new();
         for (external_id, rule, skip) in &skips {
@@ -509,6 +523,11 @@ impl Poller {
                     window,
                 );
                 pages.http.retry_base = self.retry_base;
+                if source.resume_token
+                    && let Some(token) = state.vendor_token.clone()
+                {
+                    pages.resume_from(token);
+                }
                 Reader::Http(Box::new(pages))
             }
             SourceKind::Sql(spec) => {
@@ -713,7 +732,10 @@ async fn read_batch(
         for raw in page.records {
             match record::read(source, raw) {
                 Ok(r) => {
-                    if r.cursor < ctx.window.lower || r.cursor >= ctx.upper {
+                    // (A vendor cursor decides what is new by itself: no window applies.)
+                    if !source.resume_token
+                        && (r.cursor < ctx.window.lower || r.cursor >= ctx.upper)
+                    {
                         // Outside the window: before it (an API without a lower filter) or
                         // too recent (the next run reads it once it has settled).
                         continue;
@@ -771,10 +793,15 @@ async fn read_batch(
         .map(|r| r.id.clone())
         .collect();
     let (reads, deleted) = prepare(templates, source, records, &mut skips);
+    let resume_token = match &ctx.reader {
+        Reader::Http(pages) if source.resume_token => pages.resume_token(),
+        _ => None,
+    };
     Batch {
         reads,
         deleted,
         skips,
+        resume_token,
         last_cursor: ctx.last_cursor,
         at_last_cursor,
         records_seen: ctx.records_seen,
@@ -793,6 +820,8 @@ struct Batch {
     last_cursor: Option<DateTime<Utc>>,
     /// The ids read at exactly `last_cursor` in this batch.
     at_last_cursor: Vec<String>,
+    /// The vendor token to resume from after this batch.
+    resume_token: Option<String>,
     records_seen: u64,
     pages: u32,
     requests: u32,
@@ -886,55 +915,51 @@ async fn load_state(conn: &mut PgConnection, source: &Source, create: bool) -> s
         Initial::Now => None,
         Initial::At(t) => Some(t),
     };
-    if !create {
-        let row: Option<(DateTime<Utc>, DateTime<Utc>, Vec<String>)> = sqlx::query_as(
-            "SELECT cursor_value, start_from, boundary_ids FROM timelines.source_state WHERE source = $1",
+    if create {
+        // A new source starts at its `initial` point (default: now), never at the beginning of
+        // time.
+        sqlx::query(
+            "INSERT INTO timelines.source_state (source, cursor_value, start_from)
+             VALUES ($1, coalesce($2, now()), coalesce($2, now()))
+             ON CONFLICT (source) DO NOTHING",
         )
         .bind(&source.name)
-        .fetch_optional(&mut *conn)
+        .bind(initial)
+        .execute(&mut *conn)
         .await?;
-        let (cursor, start_from, boundary) = match row {
-            Some(row) => row,
-            None => {
-                let at = match initial {
-                    Some(t) => t,
-                    None => {
-                        sqlx::query_scalar("SELECT now()")
-                            .fetch_one(&mut *conn)
-                            .await?
-                    }
-                };
-                (at, at, Vec::new())
-            }
-        };
-        return Ok(State {
-            cursor,
-            start_from,
-            boundary: boundary.into_iter().collect(),
-        });
     }
-    // A new source starts at its `initial` point (default: now), never at the beginning of time.
-    sqlx::query(
-        "INSERT INTO timelines.source_state (source, cursor_value, start_from)
-         VALUES ($1, coalesce($2, now()), coalesce($2, now()))
-         ON CONFLICT (source) DO NOTHING",
+    let row: Option<StateRow> = sqlx::query_as(
+        "SELECT cursor_value, start_from, boundary_ids, vendor_token
+           FROM timelines.source_state WHERE source = $1",
     )
     .bind(&source.name)
-    .bind(initial)
-    .execute(&mut *conn)
+    .fetch_optional(&mut *conn)
     .await?;
-    let (cursor, start_from, boundary): (DateTime<Utc>, DateTime<Utc>, Vec<String>) = sqlx::query_as(
-        "SELECT cursor_value, start_from, boundary_ids FROM timelines.source_state WHERE source = $1",
-    )
-    .bind(&source.name)
-    .fetch_one(&mut *conn)
-    .await?;
+    let (cursor, start_from, boundary, vendor_token) = match row {
+        Some(row) => row,
+        // Not created (a dry run): where it would start.
+        None => {
+            let at = match initial {
+                Some(t) => t,
+                None => {
+                    sqlx::query_scalar("SELECT now()")
+                        .fetch_one(&mut *conn)
+                        .await?
+                }
+            };
+            (at, at, Vec::new(), None)
+        }
+    };
     Ok(State {
         cursor,
         start_from,
         boundary: boundary.into_iter().collect(),
+        vendor_token,
     })
 }
+
+/// A `source_state` row: cursor, start point, boundary ids, vendor token.
+type StateRow = (DateTime<Utc>, DateTime<Utc>, Vec<String>, Option<String>);
 
 async fn save_cursor(
     conn: &mut PgConnection,

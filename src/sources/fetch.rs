@@ -262,6 +262,8 @@ struct Cursor {
     done: bool,
     /// Results read in the current query (for result caps).
     in_query: u64,
+    /// The latest token the vendor gave (kept at the end of its stream too).
+    resume: Option<String>,
 }
 
 /// Reads pages of an HTTP source.
@@ -331,6 +333,16 @@ impl HttpPages {
     /// Whether the last page was the last.
     pub fn is_done(&self) -> bool {
         self.cursor.done
+    }
+
+    /// Starts from a vendor token saved by an earlier run.
+    pub fn resume_from(&mut self, token: String) {
+        self.cursor.token = Some(token);
+    }
+
+    /// The vendor token to resume from after the pages read so far.
+    pub fn resume_token(&self) -> Option<String> {
+        self.cursor.resume.clone()
     }
 
     /// Narrows the window's upper bound (once the server's clock is known).
@@ -433,6 +445,11 @@ impl HttpPages {
     fn advance(&mut self, spec: &HttpSpec, body: &Value, headers: &HeaderMap, count: usize) {
         let c = &mut self.cursor;
         c.in_query += count as u64;
+        if let Pagination::Token { path } = &spec.pagination
+            && let Some(token) = lookup(body, path).and_then(text).filter(|t| !t.is_empty())
+        {
+            c.resume = Some(token);
+        }
         let flag = |path: &Option<String>| {
             path.as_deref()
                 .and_then(|p| lookup(body, p))

@@ -186,6 +186,8 @@ pub struct Source {
     pub sorted: bool,
     /// Each page a new query from the last time read.
     pub keyset_paging: bool,
+    /// The vendor's token is the durable cursor.
+    pub resume_token: bool,
     /// The fields the rules watch (`field_changed`, `field_equals`), kept per record.
     pub watched: Vec<String>,
 }
@@ -703,6 +705,8 @@ fn resolve_source(
         sorted,
         keyset_paging: settings.keyset_paging.unwrap_or(false)
             && matches!(kind, SourceKind::Http(_)),
+        resume_token: settings.resume_token.unwrap_or(false)
+            && matches!(&kind, SourceKind::Http(spec) if matches!(spec.pagination, Pagination::Token { .. })),
         kind,
         schedule,
         schedule_text: settings.schedule.clone(),

@@ -1388,3 +1388,89 @@ template = "Parabéns {{{{ contact.name }}}}: {{{{ title }}}}"
     );
     assert_eq!(run(&poller, "pd_deals").await.jobs_created, 0);
 }
+
+#[tokio::test]
+async fn the_zendesk_presets_resume_from_the_vendor_cursor_and_enrich_tickets() {
+    use crate::fakes::zendesk::Zendesk;
+    let zendesk = Zendesk::start("agent@example.com", "zd-token").await;
+    zendesk.put_user(
+        1,
+        json!({"name": "Ana", "phone": "+34 600 111 222"}),
+        ago(40),
+        ago(30),
+    );
+    zendesk.put_user(
+        2,
+        json!({"name": "Bo", "shared_phone_number": "+34 600 333 444"}),
+        ago(40),
+        ago(20),
+    );
+    let config = |preset: &str, name: &str| {
+        format!(
+            r#"
+[workspaces.default]
+token = "tl-token"
+[sources.{name}]
+preset = "{preset}"
+base_url = "{url}"
+token = "zd-token"
+auth = {{ type = "basic", username = "agent@example.com/token" }}
+initial = "{start}"
+requests_per_second = 50
+[[rules]]
+name = "{name}-rule"
+source = "{name}"
+trigger = "updated"
+template = "Hola {{{{ contact.name }}}}"
+"#,
+            url = zendesk.url,
+            start = rfc(ago(60))
+        )
+    };
+    let (db, users) = poller(&config("zendesk.users", "zd_users")).await;
+    assert_eq!(run(&users, "zd_users").await.jobs_created, 2);
+    let token: Option<String> = sqlx::query_scalar(
+        "SELECT vendor_token FROM timelines.source_state WHERE source = 'zd_users'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(
+        token.is_some(),
+        "the after_cursor is kept as the durable cursor"
+    );
+    // The next run resumes from it: nothing new, then only the change.
+    assert_eq!(run(&users, "zd_users").await.jobs_created, 0);
+    zendesk.put_user(
+        1,
+        json!({"name": "Ana", "phone": "+34 600 111 222"}),
+        ago(40),
+        ago(5),
+    );
+    assert_eq!(run(&users, "zd_users").await.jobs_created, 1);
+    let requests = zendesk.requests();
+    assert!(
+        requests[0].query.contains("start_time="),
+        "{}",
+        requests[0].query
+    );
+    assert!(
+        requests.last().unwrap().query.contains("cursor="),
+        "{}",
+        requests.last().unwrap().query
+    );
+
+    zendesk.put_ticket(
+        9,
+        json!({"requester_id": 2, "subject": "Help"}),
+        ago(30),
+        ago(25),
+    );
+    let tickets = poller_on(&db.pool, &config("zendesk.tickets", "zd_tickets")).await;
+    let report = run(&tickets, "zd_tickets").await;
+    assert_eq!(report.jobs_created, 1);
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM timelines.jobs WHERE payload->>'phone' = '+34600333444' AND payload->>'text' = 'Hola Bo'").await,
+        2
+    );
+}
