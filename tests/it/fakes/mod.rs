@@ -9,6 +9,7 @@ pub mod freshdesk;
 pub mod generic;
 pub mod hubspot;
 pub mod pipedrive;
+pub mod salesforce;
 pub mod zendesk;
 
 use std::collections::VecDeque;
