@@ -134,6 +134,27 @@ pub enum AuthSettings {
     },
     /// No authentication.
     None,
+    /// OAuth 2 with a refresh token (Salesforce, Zoho): an access token is fetched from
+    /// `token_url` before the first request and again when the API answers 401, and sent as
+    /// `<header>: <prefix><access token>`.
+    Oauth2Refresh {
+        /// The token endpoint: a URL, or a path on `base_url`.
+        token_url: String,
+        /// The app's client id.
+        client_id: String,
+        /// The app's client secret.
+        client_secret: Option<Secret>,
+        /// The environment variable holding it.
+        client_secret_env: Option<String>,
+        /// The refresh token.
+        refresh_token: Option<Secret>,
+        /// The environment variable holding it.
+        refresh_token_env: Option<String>,
+        /// The header (default `Authorization`).
+        header: Option<String>,
+        /// Text before the token (default `Bearer `; Zoho: `Zoho-oauthtoken `).
+        prefix: Option<String>,
+    },
 }
 
 /// `pagination = { type = "...", ... }`.

@@ -26,6 +26,8 @@ pub struct FetchError {
     pub retryable: bool,
     /// The server's `Retry-After`.
     pub retry_after: Option<Duration>,
+    /// The HTTP status, when there was an answer.
+    pub status: Option<u16>,
 }
 
 impl FetchError {
@@ -34,6 +36,7 @@ impl FetchError {
             message: message.into(),
             retryable: false,
             retry_after: None,
+            status: None,
         }
     }
 }
@@ -70,6 +73,8 @@ pub struct HttpClient {
     pub requests: u32,
     /// Pause before the first retry (tests shorten it).
     pub retry_base: Duration,
+    /// The current OAuth access token (OAuth sources).
+    access: Option<crate::config::Secret>,
 }
 
 impl HttpClient {
@@ -88,12 +93,88 @@ impl HttpClient {
             limiter,
             requests: 0,
             retry_base: Duration::from_secs(1),
+            access: None,
+        }
+    }
+
+    /// Gets a new OAuth access token with the refresh token. The error never holds a secret.
+    async fn refresh(&mut self) -> Result<(), FetchError> {
+        let Auth::OAuth2 {
+            token_url,
+            client_id,
+            client_secret,
+            refresh_token,
+            ..
+        } = &self.spec.auth
+        else {
+            return Ok(());
+        };
+        self.requests += 1;
+        let answer = self
+            .client
+            .post(token_url)
+            .timeout(self.spec.timeout)
+            .form(&[
+                ("grant_type", "refresh_token"),
+                ("client_id", client_id.as_str()),
+                ("client_secret", client_secret.expose()),
+                ("refresh_token", refresh_token.expose()),
+            ])
+            .send()
+            .await
+            .map_err(|e| FetchError {
+                message: format!("refreshing the access token failed: {}", e.without_url()),
+                retryable: true,
+                retry_after: None,
+                status: None,
+            })?;
+        let status = answer.status().as_u16();
+        let body: Value = answer.json().await.unwrap_or(Value::Null);
+        match body.get("access_token").and_then(Value::as_str) {
+            Some(token) if status < 300 => {
+                self.access = Some(crate::config::Secret::new(token));
+                Ok(())
+            }
+            _ => Err(FetchError::fatal(format!(
+                "refreshing the access token failed: HTTP {status}, {}",
+                body.get("error")
+                    .or_else(|| body.get("error_description"))
+                    .map(Value::to_string)
+                    .unwrap_or_else(|| "no access_token in the answer".to_owned())
+            ))),
         }
     }
 
     /// Sends one request (retrying 429, 5xx and network errors per the source's settings) and
     /// returns the JSON answer and its headers.
     pub async fn send(
+        &mut self,
+        method: reqwest::Method,
+        url: &str,
+        query: &[(String, String)],
+        headers: &[(String, String)],
+        body: Option<&str>,
+    ) -> Result<(Value, HeaderMap), FetchError> {
+        let oauth = matches!(self.spec.auth, Auth::OAuth2 { .. });
+        if oauth && self.access.is_none() {
+            self.refresh().await?;
+        }
+        let first = self
+            .send_retrying(method.clone(), url, query, headers, body)
+            .await;
+        match first {
+            // An expired access token: one refresh, one more try.
+            Err(FetchError {
+                status: Some(401), ..
+            }) if oauth => {
+                self.refresh().await?;
+                self.send_retrying(method, url, query, headers, body).await
+            }
+            other => other,
+        }
+    }
+
+    async fn send_retrying(
         &mut self,
         method: reqwest::Method,
         url: &str,
@@ -160,6 +241,10 @@ impl HttpClient {
             Auth::Basic { username, password } => {
                 request.basic_auth(username.expose(), Some(password.expose()))
             }
+            Auth::OAuth2 { header, prefix, .. } => match &self.access {
+                Some(token) => request.header(header, format!("{prefix}{}", token.expose())),
+                None => request,
+            },
         };
         if let Some(body) = body {
             request = request
@@ -171,6 +256,7 @@ impl HttpClient {
             message: format!("request failed: {}", e.without_url()),
             retryable: true,
             retry_after: None,
+            status: None,
         })?;
         let status = response.status();
         let headers = response.headers().clone();
@@ -178,7 +264,12 @@ impl HttpClient {
             message: format!("reading the answer failed: {}", e.without_url()),
             retryable: true,
             retry_after: None,
+            status: None,
         })?;
+        // 304 to a conditional request (Zoho's If-Modified-Since): nothing changed.
+        if status == reqwest::StatusCode::NOT_MODIFIED {
+            return Ok((Value::Null, headers));
+        }
         if !status.is_success() {
             let retry_after = headers
                 .get(RETRY_AFTER)
@@ -189,6 +280,7 @@ impl HttpClient {
                 message: format!("HTTP {} from {}: {snippet}", status.as_u16(), path_of(url)),
                 retryable: status.as_u16() == 429 || status.is_server_error(),
                 retry_after,
+                status: Some(status.as_u16()),
             });
         }
         if bytes.is_empty() {
@@ -694,6 +786,7 @@ impl SqlPages {
                     message: format!("source query failed: {e}"),
                     retryable: crate::db::is_transient(&e),
                     retry_after: None,
+                    status: None,
                 })?;
         if (rows.len() as i64) < self.page_size {
             self.done = true;

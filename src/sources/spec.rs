@@ -80,6 +80,21 @@ pub enum Auth {
         /// Password.
         password: Secret,
     },
+    /// OAuth 2 refresh-token flow.
+    OAuth2 {
+        /// Absolute token endpoint.
+        token_url: String,
+        /// Client id.
+        client_id: String,
+        /// Client secret.
+        client_secret: Secret,
+        /// Refresh token.
+        refresh_token: Secret,
+        /// Header name.
+        header: String,
+        /// Text before the access token.
+        prefix: String,
+    },
 }
 
 /// An HTTP source.
@@ -519,6 +534,46 @@ fn resolve_source(
                 name: param,
                 value: need_token()?,
             },
+            AuthSettings::Oauth2Refresh {
+                token_url,
+                client_id,
+                client_secret,
+                client_secret_env,
+                refresh_token,
+                refresh_token_env,
+                header,
+                prefix,
+            } => {
+                let secret = |inline: Option<Secret>, var: Option<String>, field: &str| match (
+                    inline, var,
+                ) {
+                    (Some(v), _) => Ok(v),
+                    (None, Some(var)) => env.var(&var).map(Secret::new).ok_or_else(|| {
+                        invalid(
+                            key(&format!("auth.{field}_env")),
+                            format!("environment variable {var} is not set"),
+                        )
+                    }),
+                    (None, None) => Err(invalid(
+                        key(&format!("auth.{field}")),
+                        "required by the oauth2_refresh auth",
+                    )),
+                };
+                let token_url =
+                    if token_url.starts_with("http://") || token_url.starts_with("https://") {
+                        token_url
+                    } else {
+                        format!("{}{}", base_url.trim_end_matches('/'), token_url)
+                    };
+                Auth::OAuth2 {
+                    token_url,
+                    client_id,
+                    client_secret: secret(client_secret, client_secret_env, "client_secret")?,
+                    refresh_token: secret(refresh_token, refresh_token_env, "refresh_token")?,
+                    header: header.unwrap_or_else(|| "Authorization".to_owned()),
+                    prefix: prefix.unwrap_or_else(|| "Bearer ".to_owned()),
+                }
+            }
             AuthSettings::Basic { username, password } => match username {
                 Some(user) => Auth::Basic {
                     username: Secret::new(user),

@@ -57,6 +57,15 @@ impl Templates {
         env.add_filter("datetime", |v: String| {
             time(&v).map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
         });
+        env.add_filter("rfc3339_offset", |v: String| {
+            time(&v).map(|t| t.format("%Y-%m-%dT%H:%M:%S+00:00").to_string())
+        });
+        env.add_filter("shift", |v: String, seconds: i64| {
+            time(&v).map(|t| {
+                (t + chrono::Duration::seconds(seconds))
+                    .to_rfc3339_opts(SecondsFormat::Millis, true)
+            })
+        });
         env.add_filter("date", |v: String| {
             time(&v).map(|t| t.format("%Y-%m-%d").to_string())
         });

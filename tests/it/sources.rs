@@ -1566,3 +1566,88 @@ template = "Hi {{{{ FirstName }}}}"
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn the_zoho_preset_refreshes_its_oauth_token_and_treats_304_as_nothing_new() {
+    use crate::fakes::zoho::Zoho;
+    let zoho = Zoho::start("stale-token").await;
+    zoho.configure_oauth("client-1", "client-secret", "refresh-secret");
+    for id in 1..=3u64 {
+        let t = ago(30) + chrono::Duration::seconds(id as i64);
+        zoho.put_contact(id, json!({"First_Name": format!("Z{id}"), "Last_Name": "Rao", "Mobile": format!("+91 98765 4321{id}")}), t, t);
+    }
+    let config = format!(
+        r#"
+[workspaces.default]
+token = "tl-token"
+[sources.zoho]
+preset = "zoho.contacts"
+base_url = "{url}"
+auth = {{ type = "oauth2_refresh", token_url = "/oauth/v2/token", client_id = "client-1", client_secret = "client-secret", refresh_token = "refresh-secret", prefix = "Zoho-oauthtoken " }}
+initial = "{start}"
+settle_seconds = 0
+page_size = 2
+requests_per_second = 50
+[[rules]]
+name = "namaste"
+source = "zoho"
+trigger = "created"
+template = "Namaste {{{{ First_Name }}}}"
+"#,
+        url = zoho.url,
+        start = rfc(ago(60))
+    );
+    let (db, poller) = poller(&config).await;
+    let report = run(&poller, "zoho").await;
+    assert_eq!(report.jobs_created, 3);
+    assert_eq!(
+        sends(&db.pool).await[0],
+        ("+919876543211".into(), "Namaste Z1".into())
+    );
+    let requests = zoho.requests();
+    assert_eq!(
+        requests[0].path, "/oauth/v2/token",
+        "an access token is fetched first"
+    );
+    assert!(
+        requests
+            .iter()
+            .skip(1)
+            .any(|r| r.query.contains("page_token="))
+    );
+    assert!(
+        requests[1]
+            .headers
+            .iter()
+            .any(|(k, v)| k == "if-modified-since" && v.ends_with("+00:00"))
+    );
+
+    // The token is revoked after the run's own refresh: the 401 leads to one more refresh and
+    // the request is repeated.
+    let refreshes = |zoho: &Zoho| {
+        zoho.requests()
+            .iter()
+            .filter(|r| r.path == "/oauth/v2/token")
+            .count()
+    };
+    let before = refreshes(&zoho);
+    zoho.put_contact(
+        4,
+        json!({"First_Name": "Z4", "Mobile": "+91 98765 43214"}),
+        ago(2),
+        ago(2),
+    );
+    zoho.fail_next(401, None, 1);
+    let report = run(&poller, "zoho").await;
+    assert_eq!(report.jobs_created, 1);
+    assert_eq!(refreshes(&zoho) - before, 2);
+    // Nothing changed since: Zoho answers 304, the run reads nothing and succeeds.
+    let report = run(&poller, "zoho").await;
+    assert_eq!(report.jobs_created, 0);
+    let stored: String =
+        sqlx::query_scalar("SELECT coalesce(string_agg(error, ''), '') FROM timelines.source_runs")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert!(!stored.contains("refresh-secret") && !stored.contains("client-secret"));
+}

@@ -11,6 +11,7 @@ pub mod hubspot;
 pub mod pipedrive;
 pub mod salesforce;
 pub mod zendesk;
+pub mod zoho;
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
