@@ -271,10 +271,17 @@ impl HttpClient {
             return Ok((Value::Null, headers));
         }
         if !status.is_success() {
-            let retry_after = headers
-                .get(RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(parse_retry_after);
+            // `Retry-After`, else the rate-limit window's reset (Pipedrive: `x-ratelimit-reset`,
+            // seconds until the window resets) on a 429.
+            let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+            let retry_after = header(RETRY_AFTER.as_str())
+                .and_then(parse_retry_after)
+                .or_else(|| {
+                    (status.as_u16() == 429)
+                        .then(|| header("x-ratelimit-reset"))
+                        .flatten()
+                        .and_then(parse_retry_after)
+                });
             let snippet = String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into_owned();
             return Err(FetchError {
                 message: format!("HTTP {} from {}: {snippet}", status.as_u16(), path_of(url)),

@@ -1651,3 +1651,51 @@ template = "Namaste {{{{ First_Name }}}}"
             .unwrap();
     assert!(!stored.contains("refresh-secret") && !stored.contains("client-secret"));
 }
+
+#[tokio::test]
+async fn a_pipedrive_429_waits_for_the_rate_limit_reset_instead_of_retrying_at_once() {
+    use crate::fakes::pipedrive::Pipedrive;
+    let pipedrive = Pipedrive::start("pd-token").await;
+    for id in 1..=4u64 {
+        let t = ago(30) + chrono::Duration::seconds(id as i64);
+        pipedrive.put_person(
+            id,
+            json!({"first_name": format!("P{id}"), "phones": [{"value": format!("+55 11 9{:04}-{:04}", 3000 + id, 4000 + id), "primary": true}]}),
+            t,
+            t,
+        );
+    }
+    // Two requests per 2 s; 429 beyond with `x-ratelimit-reset` and no Retry-After.
+    pipedrive.set_burst_limit(Some(2));
+    let config = format!(
+        r#"
+[workspaces.default]
+token = "tl-token"
+[sources.pd]
+preset = "pipedrive.persons"
+base_url = "{url}"
+token = "pd-token"
+initial = "{start}"
+settle_seconds = 0
+page_size = 1
+requests_per_second = 100
+[[rules]]
+name = "welcome"
+source = "pd"
+trigger = "created"
+template = "Olá {{{{ first_name }}}}"
+"#,
+        url = pipedrive.url,
+        start = rfc(ago(60))
+    );
+    let (_db, poller) = poller(&config).await;
+    let report = run(&poller, "pd").await;
+    assert_eq!(report.jobs_created, 4);
+    let throttled = pipedrive
+        .requests()
+        .iter()
+        .filter(|r| r.status == 429)
+        .count();
+    // The test's retry backoff starts at 20 ms: only the reset header keeps this to a wait or two.
+    assert!((1..=2).contains(&throttled), "{throttled} answers of 429");
+}
