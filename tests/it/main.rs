@@ -12,3 +12,4 @@ mod shutdown;
 mod sources;
 mod sources_pitfalls;
 mod sql_api;
+mod vendors;
