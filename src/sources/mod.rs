@@ -21,5 +21,6 @@ pub mod schedule;
 pub mod scheduler;
 pub mod spec;
 pub mod template;
+mod write;
 
 pub use spec::Catalog;
