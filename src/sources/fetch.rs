@@ -63,6 +63,36 @@ fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// How a source's requests wait before a retry (the backoff's pause, `Retry-After`,
+/// `x-ratelimit-reset`). The service waits on tokio's timer ([`TokioSleep`]); tests give a
+/// source a virtual clock, so a vendor's minute-long `Retry-After` is honoured without taking a
+/// minute and the fake vendor sees that minute pass.
+pub trait Sleep: Send + Sync + std::fmt::Debug {
+    /// Waits `duration`.
+    fn sleep(&self, duration: Duration) -> futures_util::future::BoxFuture<'static, ()>;
+}
+
+/// A source's [`Sleep`] as backon's sleeper.
+struct Waits(Arc<dyn Sleep>);
+
+impl backon::Sleeper for Waits {
+    type Sleep = futures_util::future::BoxFuture<'static, ()>;
+
+    fn sleep(&self, duration: Duration) -> Self::Sleep {
+        self.0.sleep(duration)
+    }
+}
+
+/// Waits on tokio's timer.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TokioSleep;
+
+impl Sleep for TokioSleep {
+    fn sleep(&self, duration: Duration) -> futures_util::future::BoxFuture<'static, ()> {
+        Box::pin(tokio::time::sleep(duration))
+    }
+}
+
 /// Makes HTTP requests for one source: auth, rate limit, retries. Shared by the page reader and
 /// the enrichment lookups.
 pub struct HttpClient {
@@ -187,6 +217,7 @@ impl HttpClient {
             .with_max_delay(Duration::from_secs(120))
             .with_max_times(self.spec.max_retries as usize)
             .with_jitter();
+        let sleep = Waits(Arc::clone(&self.spec.sleep));
         let attempt = || async {
             if let Some(limiter) = &self.limiter {
                 limiter.until_ready().await;
@@ -200,7 +231,7 @@ impl HttpClient {
         };
         let result = counted
             .retry(backoff)
-            .sleep(tokio::time::sleep)
+            .sleep(sleep)
             .when(|e: &FetchError| e.retryable)
             // Retry-After sets the length of a retry that the budget still allows; it never
             // adds retries (backon passes None once they are used up), and never goes below the

@@ -13,6 +13,7 @@ use super::config::{
     AuthSettings, EnrichSettings, FrequencyCapSettings, QuietHoursSettings, RuleSettings,
     SourceSettings, Trigger,
 };
+use super::fetch::{Sleep, TokioSleep};
 use super::template::Templates;
 use super::{phone, presets, schedule};
 use crate::config::{ConfigError, Env, Secret, Settings};
@@ -132,6 +133,8 @@ pub struct HttpSpec {
     pub properties: Vec<String>,
     /// Lookups per page.
     pub enrich: Vec<EnrichSettings>,
+    /// How retries wait (tokio's timer; tests substitute a virtual clock).
+    pub sleep: Arc<dyn Sleep>,
 }
 
 /// A SQL source.
@@ -674,6 +677,7 @@ fn resolve_source(
             timeout: Duration::from_secs(settings.timeout_seconds.unwrap_or(30).max(1)),
             properties: settings.properties.clone().unwrap_or_default(),
             enrich,
+            sleep: Arc::new(TokioSleep),
         }))
     };
 
