@@ -16,26 +16,25 @@
 //! - Times have whole seconds (`put_*` drops sub-seconds); `per_page` defaults to 30.
 //! - Every request the host receives counts against the rate limit, whatever its answer, since
 //!   Freshdesk throttles before authenticating and counts invalid requests. The window is a fixed
-//!   minute that opens at its first request; a request is refused once the credits used reach the
+//!   minute of the fake's clock that opens at its first request; a request is refused once the credits used reach the
 //!   limit, so the last one admitted may overshoot it (each `include` costs a credit more).
 //! - Unknown parameters are 400 `invalid_field`; repeated ones are 400 too (Rails would keep the
 //!   last); `include` values other than `requester` and the `filter`s that need an agent
 //!   (`new_and_my_open`, `watching`) are 400 because the fake does not implement them.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{Query, State as Shared};
+use axum::extract::Query;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, NaiveDate, SecondsFormat, SubsecRound, TimeDelta, Utc};
+use chrono::{DateTime, NaiveDate, SecondsFormat, TimeDelta, Utc};
 use serde_json::{Map, Value, json};
-use tokio::task::JoinHandle;
 
-use super::{Faults, Rejection, Request, encode_component};
+use super::{
+    Faults, Incoming, RateWindow, Rejection, Server, Vendor, base64_standard_decode,
+    encode_component, fields_object, seconds_up, whole_seconds,
+};
 
 const DEFAULT_PER_PAGE: usize = 30;
 const MAX_PER_PAGE: usize = 100;
@@ -51,19 +50,9 @@ const TICKET_INCLUDES: [&str; 4] = ["requester", "stats", "description", "compan
 const ORDER_BY: [&str; 4] = ["created_at", "due_by", "updated_at", "status"];
 const ORDER_TYPES: [&str; 2] = ["asc", "desc"];
 
-/// A running fake Freshdesk helpdesk; the server stops when this is dropped.
-pub struct Freshdesk {
-    /// Base URL, e.g. `http://127.0.0.1:41234` (no trailing slash); the API is under `/api/v2/`.
-    pub url: String,
-    state: Arc<Mutex<State>>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for Freshdesk {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
+/// A running fake Freshdesk helpdesk (the API is under `/api/v2/`); the server stops when this
+/// is dropped.
+pub type Freshdesk = Server<State>;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Route {
@@ -147,10 +136,8 @@ impl Record {
         created: DateTime<Utc>,
         updated: DateTime<Utc>,
     ) -> Self {
-        let Value::Object(fields) = fields else {
-            panic!("Freshdesk fields must be a JSON object, got {fields}");
-        };
-        let (created, updated) = (created.trunc_subsecs(0), updated.trunc_subsecs(0));
+        let fields = fields_object("Freshdesk", fields);
+        let (created, updated) = (whole_seconds(created), whole_seconds(updated));
         let mut json = route.defaults();
         json.extend(fields);
         json.insert("id".into(), json!(id));
@@ -203,74 +190,16 @@ fn iso(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-/// The account's credits: a fixed `RATE_WINDOW` that opens at its first charged request.
-#[derive(Default)]
-struct Credits {
-    limit: Option<u32>,
-    opened: Option<Instant>,
-    used: u32,
-}
-
-impl Credits {
-    fn set(&mut self, limit: Option<u32>) {
-        *self = Self {
-            limit,
-            ..Self::default()
-        };
-    }
-
-    fn roll(&mut self, now: Instant) {
-        if self
-            .opened
-            .is_some_and(|opened| now.duration_since(opened) >= RATE_WINDOW)
-        {
-            self.opened = None;
-            self.used = 0;
-        }
-    }
-
-    /// Whether a request arriving `now` may run: only the credits already used are checked.
-    fn admit(&mut self, now: Instant) -> bool {
-        self.roll(now);
-        self.limit.is_none_or(|limit| self.used < limit)
-    }
-
-    fn charge(&mut self, now: Instant, credits: u32) {
-        self.opened.get_or_insert(now);
-        self.used += credits;
-    }
-
-    /// Whole seconds until the window closes, at least 1: the `Retry-After` of a 429.
-    fn seconds_left(&self, now: Instant) -> u64 {
-        let left = self.opened.map_or(RATE_WINDOW, |opened| {
-            RATE_WINDOW.saturating_sub(now.duration_since(opened))
-        });
-        u64::try_from(left.as_millis().div_ceil(1000))
-            .unwrap_or(u64::MAX)
-            .max(1)
-    }
-
-    /// `X-RateLimit-Total`, `-Remaining` and `-Used-CurrentRequest`.
-    fn headers(&self, charged: u32) -> [(&'static str, u32); 3] {
-        let total = self.limit.unwrap_or(UNSET_RATE_LIMIT);
-        [
-            ("x-ratelimit-total", total),
-            ("x-ratelimit-remaining", total.saturating_sub(self.used)),
-            ("x-ratelimit-used-currentrequest", charged),
-        ]
-    }
-}
-
-struct State {
+/// The helpdesk's data, credits and scripted failures.
+pub struct State {
     api_key: String,
     url: String,
     contacts: BTreeMap<u64, Record>,
     tickets: BTreeMap<u64, Record>,
     contacts_by_name: bool,
     page_cap: Option<u32>,
-    credits: Credits,
+    credits: RateWindow,
     faults: Faults,
-    log: Vec<Request>,
 }
 
 #[allow(dead_code)] // The fake's whole test API; each test uses only part of it.
@@ -278,27 +207,17 @@ impl Freshdesk {
     /// Starts a fake helpdesk that accepts HTTP Basic auth with `api_key` as the user name and
     /// any password (Freshdesk's clients send `X`).
     pub async fn start(api_key: &str) -> Freshdesk {
-        let (listener, url) = super::bind().await;
-        let state = Arc::new(Mutex::new(State {
+        Server::serve(|url| State {
             api_key: api_key.to_owned(),
-            url: url.clone(),
+            url: url.to_owned(),
             contacts: BTreeMap::new(),
             tickets: BTreeMap::new(),
             contacts_by_name: false,
             page_cap: None,
-            credits: Credits::default(),
+            credits: RateWindow::fixed(RATE_WINDOW),
             faults: Faults::default(),
-            log: Vec::new(),
-        }));
-        let router = Router::new()
-            .fallback(handle)
-            .with_state(Arc::clone(&state));
-        let task = super::spawn(listener, router);
-        Freshdesk { url, state, task }
-    }
-
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().expect("fake Freshdesk state lock")
+        })
+        .await
     }
 
     /// Inserts or replaces contact `id`: `fields` (`name`, `email`, `phone`, `mobile`, `active`,
@@ -335,7 +254,7 @@ impl Freshdesk {
             .contacts
             .get_mut(&id)
             .unwrap_or_else(|| panic!("no Freshdesk contact with id {id}"));
-        contact.updated = at.trunc_subsecs(0);
+        contact.updated = whole_seconds(at);
         let updated = iso(contact.updated);
         contact.json.insert("deleted".into(), json!(true));
         contact.json.insert("updated_at".into(), json!(updated));
@@ -355,33 +274,20 @@ impl Freshdesk {
     /// Allows `n` credits per minute, answering 429 with `Retry-After` beyond them; `None`
     /// lifts the limit.
     pub fn set_rate_limit_per_minute(&self, n: Option<u32>) {
-        self.state().credits.set(n);
-    }
-
-    /// Makes the next `times` authenticated requests to the list endpoints answer `status` with
-    /// Freshdesk's body for it (and `Retry-After` when given).
-    pub fn fail_next(&self, status: u16, retry_after: Option<&str>, times: usize) {
-        self.state().faults.set(status, retry_after, times);
-    }
-
-    /// Every request received so far, oldest first.
-    pub fn requests(&self) -> Vec<Request> {
-        self.state().log.clone()
+        self.state().credits.set_limit(n);
     }
 }
 
-async fn handle(
-    Shared(state): Shared<Arc<Mutex<State>>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let mut state = state.lock().expect("fake Freshdesk state lock");
-    let response = state.respond(&method, &uri, &headers, Instant::now());
-    let logged = Request::new(&method, &uri, &headers, &body, response.status().as_u16());
-    state.log.push(logged);
-    response
+/// Scripted failures (`fail_next`) hit authenticated requests to the list endpoints, with
+/// Freshdesk's body for the status.
+impl Vendor for State {
+    fn respond(&mut self, request: &Incoming<'_>) -> Response {
+        self.reply(request.method, request.uri, request.headers, request.now)
+    }
+
+    fn faults(&mut self) -> &mut Faults {
+        &mut self.faults
+    }
 }
 
 fn unauthorized() -> Rejection {
@@ -440,14 +346,14 @@ struct Page {
 impl State {
     /// Charges the request, then authenticates and answers it; every answer but a 429 carries
     /// the credits it cost in the `X-RateLimit-*` headers.
-    fn respond(
+    fn reply(
         &mut self,
         method: &Method,
         uri: &Uri,
         headers: &HeaderMap,
-        now: Instant,
+        now: DateTime<Utc>,
     ) -> Response {
-        let (mut response, charged) = if self.credits.admit(now) {
+        let (mut response, charged) = if self.credits.check(now).is_ok() {
             let (response, credits) = match self.answer(method, uri, headers) {
                 Ok(page) => (
                     self.page_response(page.records, page.next),
@@ -459,10 +365,17 @@ impl State {
             (response, credits)
         } else {
             let mut rejection = rate_limited();
-            rejection.retry_after = Some(self.credits.seconds_left(now).to_string());
+            rejection.retry_after = Some(seconds_up(self.credits.wait(now)).to_string());
             (rejection.into_response(), 0)
         };
-        for (name, value) in self.credits.headers(charged) {
+        let total = self.credits.limit().unwrap_or(UNSET_RATE_LIMIT);
+        let remaining = self.credits.remaining(now, UNSET_RATE_LIMIT);
+        let headers = [
+            ("x-ratelimit-total", total),
+            ("x-ratelimit-remaining", remaining),
+            ("x-ratelimit-used-currentrequest", charged),
+        ];
+        for (name, value) in headers {
             response
                 .headers_mut()
                 .insert(name, HeaderValue::from(value));
@@ -832,31 +745,4 @@ impl Params {
             .collect();
         encoded.join("&")
     }
-}
-
-const BASE64_STANDARD: &[u8; 64] =
-    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/// Decodes standard base64 (`+/`, padding optional), the encoding of HTTP Basic credentials.
-fn base64_standard_decode(text: &str) -> Option<Vec<u8>> {
-    let text = text
-        .strip_suffix("==")
-        .or_else(|| text.strip_suffix('='))
-        .unwrap_or(text);
-    if text.len() % 4 == 1 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    let (mut bits, mut count) = (0u32, 0u32);
-    for c in text.bytes() {
-        let value = BASE64_STANDARD.iter().position(|&b| b == c)?;
-        bits = (bits << 6) | u32::try_from(value).ok()?;
-        count += 6;
-        if count >= 8 {
-            count -= 8;
-            out.push(u8::try_from(bits >> count).ok()?);
-            bits &= (1 << count) - 1;
-        }
-    }
-    Some(out)
 }

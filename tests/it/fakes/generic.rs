@@ -7,20 +7,17 @@
 //! (`updated_at`, `id`). Empty query parameters count as absent; unknown or repeated ones are 400.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::Duration;
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{Query, State as Shared};
+use axum::extract::Query;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
-use tokio::task::JoinHandle;
 
 use super::{
-    Faults, RateWindow, Rejection, Request, base64_decode, base64_encode, encode_component,
+    Faults, Incoming, RateWindow, Rejection, Server, Vendor, base64_decode, base64_encode,
+    encode_component,
 };
 
 const API_KEY_HEADER: &str = "x-api-key";
@@ -30,18 +27,7 @@ const DEFAULT_PER_PAGE: usize = 30;
 const MAX_PER_PAGE: usize = 100;
 
 /// A running fake internal API; the server stops when this is dropped.
-pub struct GenericApi {
-    /// Base URL, e.g. `http://127.0.0.1:41234` (no trailing slash).
-    pub url: String,
-    state: Arc<Mutex<State>>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for GenericApi {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
+pub type GenericApi = Server<State>;
 
 /// A record's id as the sort sees it: numeric ids first, in numeric order, then the others as
 /// strings (a total order, which "numeric when both are numbers, else strings" alone is not).
@@ -82,7 +68,8 @@ struct Stored {
     record: Value,
 }
 
-struct State {
+/// The API's records, rate window and scripted failures.
+pub struct State {
     api_key: String,
     url: String,
     records: BTreeMap<String, Stored>,
@@ -90,33 +77,22 @@ struct State {
     rate: RateWindow,
     rate_retry_after: Option<String>,
     faults: Faults,
-    log: Vec<Request>,
 }
 
 #[allow(dead_code)] // The fake's whole test API; each test uses only part of it.
 impl GenericApi {
     /// Starts a fake API that accepts `X-Api-Key: <api_key>`.
     pub async fn start(api_key: &str) -> GenericApi {
-        let (listener, url) = super::bind().await;
-        let state = Arc::new(Mutex::new(State {
+        Server::serve(|url| State {
             api_key: api_key.to_owned(),
-            url: url.clone(),
+            url: url.to_owned(),
             records: BTreeMap::new(),
             page_cap: None,
-            rate: RateWindow::default(),
+            rate: RateWindow::sliding(Duration::from_secs(1)),
             rate_retry_after: None,
             faults: Faults::default(),
-            log: Vec::new(),
-        }));
-        let router = Router::new()
-            .fallback(handle)
-            .with_state(Arc::clone(&state));
-        let task = super::spawn(listener, router);
-        GenericApi { url, state, task }
-    }
-
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().expect("fake API state lock")
+        })
+        .await
     }
 
     /// Inserts or replaces the record with `record["id"]`; its `updated_at` (RFC 3339, or
@@ -153,19 +129,20 @@ impl GenericApi {
     /// (with `Retry-After` when given); `None` lifts the limit.
     pub fn set_rate_limit(&self, per_second: Option<u32>, retry_after: Option<&str>) {
         let mut state = self.state();
-        state.rate.set(per_second);
+        state.rate.set_limit(per_second);
         state.rate_retry_after = retry_after.map(str::to_owned);
     }
+}
 
-    /// Makes the next `times` authenticated requests to known endpoints answer `status`
-    /// (with `Retry-After` when given).
-    pub fn fail_next(&self, status: u16, retry_after: Option<&str>, times: usize) {
-        self.state().faults.set(status, retry_after, times);
+/// Scripted failures (`fail_next`) hit authenticated requests to known endpoints.
+impl Vendor for State {
+    fn respond(&mut self, request: &Incoming<'_>) -> Response {
+        self.reply(request.method, request.uri, request.headers, request.now)
+            .unwrap_or_else(IntoResponse::into_response)
     }
 
-    /// Every request received so far, oldest first.
-    pub fn requests(&self) -> Vec<Request> {
-        self.state().log.clone()
+    fn faults(&mut self) -> &mut Faults {
+        &mut self.faults
     }
 }
 
@@ -179,22 +156,6 @@ fn parse_record_time(text: &str) -> Option<DateTime<Utc>> {
                 .ok()
                 .map(|t| t.and_utc())
         })
-}
-
-async fn handle(
-    Shared(state): Shared<Arc<Mutex<State>>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let mut state = state.lock().expect("fake API state lock");
-    let response = state
-        .respond(&method, &uri, &headers)
-        .unwrap_or_else(IntoResponse::into_response);
-    let logged = Request::new(&method, &uri, &headers, &body, response.status().as_u16());
-    state.log.push(logged);
-    response
 }
 
 fn error(status: StatusCode, message: &str) -> Rejection {
@@ -235,11 +196,12 @@ impl Route {
 }
 
 impl State {
-    fn respond(
+    fn reply(
         &mut self,
         method: &Method,
         uri: &Uri,
         headers: &HeaderMap,
+        now: DateTime<Utc>,
     ) -> Result<Response, Rejection> {
         let key = headers.get(API_KEY_HEADER).map(HeaderValue::as_bytes);
         if key != Some(self.api_key.as_bytes()) {
@@ -263,7 +225,7 @@ impl State {
             rejection.retry_after = retry_after;
             return Err(rejection);
         }
-        if !self.rate.admit(Instant::now()) {
+        if self.rate.admit(now).is_err() {
             let mut rejection = error(StatusCode::TOO_MANY_REQUESTS, "rate limited");
             rejection.retry_after = self.rate_retry_after.clone();
             return Err(rejection);

@@ -4,19 +4,15 @@
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State as Shared;
-use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
-use tokio::task::JoinHandle;
 
-use super::{Faults, RateWindow, Rejection, Request};
+use super::{Faults, Incoming, RateWindow, Rejection, Server, Vendor, fields_object};
 
 /// Search never pages past this many results: `after` must stay below it.
 const MAX_RESULTS: usize = 10_000;
@@ -57,18 +53,7 @@ const DEAL_DEFAULTS: &[&str] = &[
 const BATCH_READ_ALWAYS: &[&str] = &["createdate", "hs_object_id", "lastmodifieddate"];
 
 /// A running fake HubSpot account; the server stops when this is dropped.
-pub struct HubSpot {
-    /// Base URL, e.g. `http://127.0.0.1:41234` (no trailing slash).
-    pub url: String,
-    state: Arc<Mutex<State>>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for HubSpot {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
+pub type HubSpot = Server<State>;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {
@@ -118,9 +103,7 @@ impl Object {
         created: DateTime<Utc>,
         modified: DateTime<Utc>,
     ) -> Self {
-        let Value::Object(props) = props else {
-            panic!("HubSpot properties must be a JSON object, got {props}");
-        };
+        let props = fields_object("HubSpot properties", props);
         let mut properties = BTreeMap::new();
         for (name, value) in props {
             let text = match value {
@@ -177,7 +160,8 @@ fn iso(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-struct State {
+/// The account's objects, rate window and scripted failures.
+pub struct State {
     token: String,
     contacts: BTreeMap<u64, Object>,
     deals: BTreeMap<u64, Object>,
@@ -187,34 +171,23 @@ struct State {
     faults: Faults,
     searches: usize,
     correlations: u64,
-    log: Vec<Request>,
 }
 
 #[allow(dead_code)] // The fake's whole test API; each test uses only part of it.
 impl HubSpot {
     /// Starts a fake account that accepts `Authorization: Bearer <token>`.
     pub async fn start(token: &str) -> HubSpot {
-        let state = Arc::new(Mutex::new(State {
+        Server::serve(|_| State {
             token: token.to_owned(),
             contacts: BTreeMap::new(),
             deals: BTreeMap::new(),
             lag: None,
-            rate: RateWindow::default(),
+            rate: RateWindow::sliding(Duration::from_secs(1)),
             faults: Faults::default(),
             searches: 0,
             correlations: 0,
-            log: Vec::new(),
-        }));
-        let (listener, url) = super::bind().await;
-        let router = Router::new()
-            .fallback(handle)
-            .with_state(Arc::clone(&state));
-        let task = super::spawn(listener, router);
-        HubSpot { url, state, task }
-    }
-
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().expect("fake HubSpot state lock")
+        })
+        .await
     }
 
     /// Inserts or replaces contact `id`; `props` values are stored as strings (null ones are
@@ -265,41 +238,30 @@ impl HubSpot {
 
     /// Limits search to `n` requests in any one-second window (429 SECONDLY beyond); `None` lifts it.
     pub fn set_rate_limit_per_second(&self, n: Option<u32>) {
-        self.state().rate.set(n);
-    }
-
-    /// Makes the next `times` authenticated requests to known endpoints answer `status` with
-    /// HubSpot's body for it, and `Retry-After` when given.
-    pub fn fail_next(&self, status: u16, retry_after: Option<&str>, times: usize) {
-        self.state().faults.set(status, retry_after, times);
+        self.state().rate.set_limit(n);
     }
 
     /// How many `POST …/search` requests arrived, whatever they were answered.
     pub fn search_requests(&self) -> usize {
         self.state().searches
     }
-
-    /// Every request received so far, oldest first.
-    pub fn requests(&self) -> Vec<Request> {
-        self.state().log.clone()
-    }
 }
 
-async fn handle(
-    Shared(state): Shared<Arc<Mutex<State>>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let mut state = state.lock().expect("fake HubSpot state lock");
-    let response = match state.respond(&method, uri.path(), &headers, &body) {
-        Ok(body) => axum::Json(body).into_response(),
-        Err(rejection) => rejection.into_response(),
-    };
-    let logged = Request::new(&method, &uri, &headers, &body, response.status().as_u16());
-    state.log.push(logged);
-    response
+/// Scripted failures (`fail_next`) hit authenticated requests to known endpoints, with
+/// HubSpot's body for the status.
+impl Vendor for State {
+    fn respond(&mut self, request: &Incoming<'_>) -> Response {
+        let path = request.uri.path();
+        let answer = self.reply(request.method, path, request.headers, request.body, request.now);
+        match answer {
+            Ok(body) => axum::Json(body).into_response(),
+            Err(rejection) => rejection.into_response(),
+        }
+    }
+
+    fn faults(&mut self) -> &mut Faults {
+        &mut self.faults
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -406,12 +368,13 @@ impl State {
         scheme.eq_ignore_ascii_case("bearer") && token == self.token
     }
 
-    fn respond(
+    fn reply(
         &mut self,
         method: &Method,
         path: &str,
         headers: &HeaderMap,
         body: &Bytes,
+        now: DateTime<Utc>,
     ) -> Result<Value, Rejection> {
         let route = Route::parse(path);
         if matches!(route, Some(Route::Search(_))) && method == Method::POST {
@@ -431,7 +394,7 @@ impl State {
         if let Some((status, retry_after)) = self.faults.take() {
             return Err(self.fault(status, retry_after));
         }
-        if matches!(route, Route::Search(_)) && !self.rate.admit(Instant::now()) {
+        if matches!(route, Route::Search(_)) && self.rate.admit(now).is_err() {
             return Err(self.secondly_limit());
         }
         let json = self.json_body(route, headers, body)?;

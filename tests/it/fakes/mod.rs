@@ -14,13 +14,19 @@ pub mod zendesk;
 pub mod zoho;
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::State as Shared;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::Value;
+use chrono::{DateTime, TimeDelta, Utc};
+use futures_util::future::BoxFuture;
+use serde_json::{Map, Value};
+use timelines_sync::sources::fetch::Sleep;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -58,6 +64,197 @@ impl Request {
             body: serde_json::from_slice(body).unwrap_or(Value::Null),
             status,
         }
+    }
+}
+
+/// A request as a fake sees it, with the fake's clock at its arrival.
+pub struct Incoming<'a> {
+    /// The HTTP method.
+    pub method: &'a Method,
+    /// The URI (path and query).
+    pub uri: &'a Uri,
+    /// The headers.
+    pub headers: &'a HeaderMap,
+    /// The raw body.
+    pub body: &'a Bytes,
+    /// The fake's clock when the request arrived.
+    pub now: DateTime<Utc>,
+}
+
+/// What each fake vendor implements: its answer to one request, from its state.
+pub trait Vendor: Send + 'static {
+    /// The answer to `request`.
+    fn respond(&mut self, request: &Incoming<'_>) -> Response;
+    /// The scripted failures ([`Server::fail_next`]).
+    fn faults(&mut self) -> &mut Faults;
+}
+
+/// A vendor's state and the requests it received, behind one lock.
+struct Logged<V> {
+    vendor: V,
+    log: Vec<Request>,
+}
+
+struct Inner<V> {
+    state: Mutex<Logged<V>>,
+    clock: Clock,
+}
+
+/// A running fake vendor on 127.0.0.1; the server stops when this is dropped. A request holds
+/// the vendor's lock from start to finish, so requests are answered one at a time.
+pub struct Server<V> {
+    /// Base URL, e.g. `http://127.0.0.1:41234` (no trailing slash).
+    pub url: String,
+    inner: Arc<Inner<V>>,
+    task: JoinHandle<()>,
+}
+
+impl<V> Drop for Server<V> {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The vendor's state, locked.
+pub struct Guard<'a, V>(MutexGuard<'a, Logged<V>>);
+
+impl<V> Deref for Guard<'_, V> {
+    type Target = V;
+
+    fn deref(&self) -> &V {
+        &self.0.vendor
+    }
+}
+
+impl<V> DerefMut for Guard<'_, V> {
+    fn deref_mut(&mut self) -> &mut V {
+        &mut self.0.vendor
+    }
+}
+
+#[allow(dead_code)] // Each test uses only part of the fakes' API.
+impl<V: Vendor> Server<V> {
+    /// Binds a port and serves the vendor `make` builds from the base URL.
+    async fn serve(make: impl FnOnce(&str) -> V) -> Self {
+        let (listener, url) = bind().await;
+        let inner = Arc::new(Inner {
+            state: Mutex::new(Logged {
+                vendor: make(&url),
+                log: Vec::new(),
+            }),
+            clock: Clock::default(),
+        });
+        let router = Router::new()
+            .fallback(handle::<V>)
+            .with_state(Arc::clone(&inner));
+        let task = spawn(listener, router);
+        Self { url, inner, task }
+    }
+
+    /// The vendor's state, locked (the server waits meanwhile).
+    fn state(&self) -> Guard<'_, V> {
+        Guard(self.inner.state.lock().expect("fake vendor state lock"))
+    }
+
+    /// The clock the fake decides time-dependent answers by (rate windows, lag, exclusions).
+    pub fn clock(&self) -> &Clock {
+        &self.inner.clock
+    }
+
+    /// Makes the next `times` requests the fake answers with data (each fake says which:
+    /// authenticated requests to its data endpoints) answer `status` with the vendor's body for
+    /// it, and `Retry-After` when given.
+    pub fn fail_next(&self, status: u16, retry_after: Option<&str>, times: usize) {
+        self.state().faults().set(status, retry_after, times);
+    }
+
+    /// Every request received so far, oldest first.
+    pub fn requests(&self) -> Vec<Request> {
+        self.inner
+            .state
+            .lock()
+            .expect("fake vendor state lock")
+            .log
+            .clone()
+    }
+}
+
+async fn handle<V: Vendor>(
+    Shared(inner): Shared<Arc<Inner<V>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut state = inner.state.lock().expect("fake vendor state lock");
+    let request = Incoming {
+        method: &method,
+        uri: &uri,
+        headers: &headers,
+        body: &body,
+        now: inner.clock.now(),
+    };
+    let response = state.vendor.respond(&request);
+    let logged = Request::new(&method, &uri, &headers, &body, response.status().as_u16());
+    state.log.push(logged);
+    response
+}
+
+/// The fakes' clock: real time, or frozen and moved only by [`Clock::advance`]. A poller given
+/// this clock as its [`Sleep`] advances it instead of waiting, so a vendor's minute-long
+/// `Retry-After` is honoured in no time and the fake sees the minute pass.
+#[derive(Clone, Debug, Default)]
+pub struct Clock(Arc<Mutex<ClockState>>);
+
+#[derive(Debug, Default)]
+struct ClockState {
+    frozen: Option<DateTime<Utc>>,
+    offset: TimeDelta,
+    waits: Vec<Duration>,
+}
+
+#[allow(dead_code)] // Each test uses only part of the fakes' API.
+impl Clock {
+    fn lock(&self) -> MutexGuard<'_, ClockState> {
+        self.0.lock().expect("fake clock lock")
+    }
+
+    /// The time now.
+    pub fn now(&self) -> DateTime<Utc> {
+        let state = self.lock();
+        state.frozen.unwrap_or_else(Utc::now) + state.offset
+    }
+
+    /// Stops the clock where it is: from now on only [`Clock::advance`] moves it.
+    pub fn freeze(&self) {
+        let now = self.now();
+        self.set(now);
+    }
+
+    /// Stops the clock at `at`.
+    pub fn set(&self, at: DateTime<Utc>) {
+        let mut state = self.lock();
+        state.frozen = Some(at);
+        state.offset = TimeDelta::zero();
+    }
+
+    /// Moves the clock forward.
+    pub fn advance(&self, by: Duration) {
+        let by = TimeDelta::from_std(by).expect("a sane duration");
+        self.lock().offset += by;
+    }
+
+    /// The waits a poller made on this clock, in order.
+    pub fn waits(&self) -> Vec<Duration> {
+        self.lock().waits.clone()
+    }
+}
+
+impl Sleep for Clock {
+    fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
+        self.lock().waits.push(duration);
+        self.advance(duration);
+        Box::pin(tokio::task::yield_now())
     }
 }
 
@@ -116,7 +313,7 @@ impl IntoResponse for Rejection {
 
 /// Scripted failures: the next `remaining` data requests answer `status`.
 #[derive(Default)]
-struct Faults {
+pub struct Faults {
     status: u16,
     retry_after: Option<String>,
     remaining: usize,
@@ -143,36 +340,157 @@ impl Faults {
     }
 }
 
-/// A sliding one-second window: at most `per_second` admitted requests in any second.
-#[derive(Default)]
-struct RateWindow {
-    per_second: Option<u32>,
-    admitted: VecDeque<Instant>,
+/// A request budget on the fake's clock: at most `limit` credits per `period`, in a sliding
+/// window (any `period` long span) or a fixed one (opened by its first charge, closed `period`
+/// later). Only charged requests count.
+pub struct RateWindow {
+    limit: Option<u32>,
+    period: TimeDelta,
+    fixed: bool,
+    charges: VecDeque<(DateTime<Utc>, u32)>,
 }
 
 impl RateWindow {
-    fn set(&mut self, per_second: Option<u32>) {
-        self.per_second = per_second;
-        self.admitted.clear();
+    /// A sliding window of `period`, without a limit until one is set.
+    pub fn sliding(period: Duration) -> Self {
+        Self::new(period, false)
     }
 
-    /// Whether a request arriving `now` is within the limit; an admitted request counts
-    /// against the next second, a rejected one does not.
-    fn admit(&mut self, now: Instant) -> bool {
-        let Some(limit) = self.per_second else {
-            return true;
-        };
-        while let Some(&first) = self.admitted.front() {
-            if now.duration_since(first) < Duration::from_secs(1) {
-                break;
+    /// A fixed window of `period`, without a limit until one is set.
+    pub fn fixed(period: Duration) -> Self {
+        Self::new(period, true)
+    }
+
+    fn new(period: Duration, fixed: bool) -> Self {
+        Self {
+            limit: None,
+            period: TimeDelta::from_std(period).expect("a window of a sane length"),
+            fixed,
+            charges: VecDeque::new(),
+        }
+    }
+
+    /// Sets the limit (`None` lifts it) and forgets what was charged.
+    pub fn set_limit(&mut self, limit: Option<u32>) {
+        self.limit = limit;
+        self.charges.clear();
+    }
+
+    /// The limit, when one is set.
+    pub fn limit(&self) -> Option<u32> {
+        self.limit
+    }
+
+    fn expire(&mut self, now: DateTime<Utc>) {
+        if self.fixed {
+            if self
+                .charges
+                .front()
+                .is_some_and(|(opened, _)| now - *opened >= self.period)
+            {
+                self.charges.clear();
             }
-            self.admitted.pop_front();
+        } else {
+            while self
+                .charges
+                .front()
+                .is_some_and(|(at, _)| now - *at >= self.period)
+            {
+                self.charges.pop_front();
+            }
         }
-        if self.admitted.len() >= limit as usize {
-            return false;
+    }
+
+    /// Credits charged in the window that holds `now`.
+    pub fn used(&mut self, now: DateTime<Utc>) -> u32 {
+        self.expire(now);
+        self.charges.iter().map(|(_, credits)| credits).sum()
+    }
+
+    /// Whether a request arriving `now` may run (only credits already charged count), or how
+    /// long until one may.
+    pub fn check(&mut self, now: DateTime<Utc>) -> Result<(), Duration> {
+        let used = self.used(now);
+        match self.limit {
+            Some(limit) if used >= limit => Err(self.wait(now)),
+            _ => Ok(()),
         }
-        self.admitted.push_back(now);
-        true
+    }
+
+    /// Charges `credits` for a request that ran at `now`.
+    pub fn charge(&mut self, now: DateTime<Utc>, credits: u32) {
+        self.expire(now);
+        self.charges.push_back((now, credits));
+    }
+
+    /// [`RateWindow::check`], then one credit charged when it passes.
+    pub fn admit(&mut self, now: DateTime<Utc>) -> Result<(), Duration> {
+        self.check(now)?;
+        self.charge(now, 1);
+        Ok(())
+    }
+
+    /// How long until the oldest charge leaves the window (the whole period when none is in
+    /// it): a fixed window's reset, a sliding one's next free credit.
+    pub fn wait(&self, now: DateTime<Utc>) -> Duration {
+        let left = self
+            .charges
+            .front()
+            .map_or(self.period, |(at, _)| *at + self.period - now);
+        left.to_std().unwrap_or_default()
+    }
+
+    /// Credits left in the window; `unset` is the limit reported while none is set.
+    pub fn remaining(&mut self, now: DateTime<Utc>, unset: u32) -> u32 {
+        let limit = self.limit.unwrap_or(unset);
+        limit.saturating_sub(self.used(now))
+    }
+}
+
+/// `duration` in whole seconds, rounded up and at least 1: how vendors write `Retry-After` and
+/// window resets.
+pub fn seconds_up(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis().div_ceil(1000))
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+/// `at` without its fraction of a second: most vendors keep whole seconds.
+pub fn whole_seconds(at: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp(at.timestamp(), 0).expect("a whole second of a valid time")
+}
+
+/// A fixture's fields as a JSON object; anything else is a mistake in the test.
+pub fn fields_object(vendor: &str, fields: Value) -> Map<String, Value> {
+    match fields {
+        Value::Object(fields) => fields,
+        other => panic!("{vendor} fields must be a JSON object, got {other}"),
+    }
+}
+
+/// The pairs of an `application/x-www-form-urlencoded` body; `None` when it is not one.
+fn form_pairs(body: &[u8]) -> Option<Vec<(String, String)>> {
+    let text = std::str::from_utf8(body).ok()?;
+    let uri = Uri::try_from(format!("/?{text}")).ok()?;
+    let axum::extract::Query(pairs) =
+        axum::extract::Query::<Vec<(String, String)>>::try_from_uri(&uri).ok()?;
+    Some(pairs)
+}
+
+/// The OAuth client a refresh-token request must name (Salesforce and Zoho).
+struct OAuthClient {
+    client_id: String,
+    client_secret: String,
+    refresh_token: String,
+}
+
+impl OAuthClient {
+    fn new(client_id: &str, client_secret: &str, refresh_token: &str) -> Self {
+        Self {
+            client_id: client_id.to_owned(),
+            client_secret: client_secret.to_owned(),
+            refresh_token: refresh_token.to_owned(),
+        }
     }
 }
 
@@ -224,4 +542,40 @@ fn base64_decode(text: &str) -> Option<Vec<u8>> {
     }
     // Only the canonical encoding of `out` is accepted, so a token has exactly one spelling.
     (base64_encode(&out) == text).then_some(out)
+}
+
+/// Standard padded base64, as HTTP Basic credentials use.
+fn base64_standard_encode(data: &[u8]) -> String {
+    let mut text = base64_encode(data).replace('-', "+").replace('_', "/");
+    while !text.len().is_multiple_of(4) {
+        text.push('=');
+    }
+    text
+}
+
+const BASE64_STANDARD: &[u8; 64] =
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Decodes standard base64 (`+/`, padding optional), the encoding of HTTP Basic credentials.
+fn base64_standard_decode(text: &str) -> Option<Vec<u8>> {
+    let text = text
+        .strip_suffix("==")
+        .or_else(|| text.strip_suffix('='))
+        .unwrap_or(text);
+    if text.len() % 4 == 1 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let (mut bits, mut count) = (0u32, 0u32);
+    for c in text.bytes() {
+        let value = BASE64_STANDARD.iter().position(|&b| b == c)?;
+        bits = (bits << 6) | u32::try_from(value).ok()?;
+        count += 6;
+        if count >= 8 {
+            count -= 8;
+            out.push(u8::try_from(bits >> count).ok()?);
+            bits &= (1 << count) - 1;
+        }
+    }
+    Some(out)
 }

@@ -12,25 +12,25 @@
 //! - Deleted persons stay in `/persons` with `is_deleted: true`. `/deals` follows its own docs:
 //!   without `status` it lists deals that are not deleted, and `status=deleted` (alone or in the
 //!   comma list) adds the deleted ones. Archived deals never appear (they have `/deals/archived`).
-//! - The burst limit is a fixed 2-second window that opens at its first admitted request.
+//! - The burst limit is a fixed 2-second window on the fake's clock that opens at its first
+//!   admitted request.
 //! - Unknown or repeated parameters are 400, as are `filter_id` and `include_fields`, which the
 //!   fake does not implement; empty parameters count as absent.
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{Query, State as Shared};
+use axum::extract::Query;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
-use tokio::task::JoinHandle;
 
-use super::{Faults, Rejection, Request, base64_decode, base64_encode};
+use super::{
+    Faults, Incoming, RateWindow, Rejection, Server, Vendor, base64_decode, base64_encode,
+    fields_object, seconds_up, whole_seconds,
+};
 
 const TOKEN_HEADER: &str = "x-api-token";
 const DEFAULT_LIMIT: usize = 100;
@@ -47,19 +47,9 @@ const DEAL_STATUSES: [&str; 4] = ["open", "won", "lost", "deleted"];
 const ERROR_INFO: &str =
     "Please check developers.pipedrive.com for more information about Pipedrive API.";
 
-/// A running fake Pipedrive company; the server stops when this is dropped.
-pub struct Pipedrive {
-    /// Base URL, e.g. `http://127.0.0.1:41234` (no trailing slash); the API is under `/api/v2/`.
-    pub url: String,
-    state: Arc<Mutex<State>>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for Pipedrive {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
+/// A running fake Pipedrive company (the API is under `/api/v2/`); the server stops when this is
+/// dropped.
+pub type Pipedrive = Server<State>;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {
@@ -167,20 +157,15 @@ impl Record {
         add_time: DateTime<Utc>,
         update_time: DateTime<Utc>,
     ) -> Self {
-        let Value::Object(fields) = fields else {
-            panic!(
-                "Pipedrive {} fields must be a JSON object, got {fields}",
-                kind.name()
-            );
-        };
+        let fields = fields_object(&format!("Pipedrive {}", kind.name()), fields);
         let mut json = kind.defaults();
         json.extend(fields);
         json.insert("id".into(), json!(id));
         let mut record = Self {
             id,
             json,
-            add_time: add_time.trunc_subsecs(0),
-            update_time: update_time.trunc_subsecs(0),
+            add_time: whole_seconds(add_time),
+            update_time: whole_seconds(update_time),
         };
         record
             .json
@@ -190,7 +175,7 @@ impl Record {
     }
 
     fn touch(&mut self, at: DateTime<Utc>) {
-        self.update_time = at.trunc_subsecs(0);
+        self.update_time = whole_seconds(at);
         let text = rfc3339(self.update_time);
         self.json.insert("update_time".into(), json!(text));
     }
@@ -216,73 +201,13 @@ fn rfc3339(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-/// The per-token burst limit: a fixed `BURST_WINDOW` that opens at its first admitted request.
-#[derive(Default)]
-struct Burst {
-    limit: Option<u32>,
-    opened: Option<Instant>,
-    used: u32,
-}
-
-impl Burst {
-    fn set(&mut self, limit: Option<u32>) {
-        *self = Self {
-            limit,
-            ..Self::default()
-        };
-    }
-
-    /// Closes the window once it has run its course.
-    fn roll(&mut self, now: Instant) {
-        if self
-            .opened
-            .is_some_and(|opened| now.duration_since(opened) >= BURST_WINDOW)
-        {
-            self.opened = None;
-            self.used = 0;
-        }
-    }
-
-    /// Whether a request arriving `now` is within the limit; only admitted requests count.
-    fn admit(&mut self, now: Instant) -> bool {
-        self.roll(now);
-        if self.limit.is_some_and(|limit| self.used >= limit) {
-            return false;
-        }
-        self.opened.get_or_insert(now);
-        self.used += 1;
-        true
-    }
-
-    /// `x-ratelimit-limit`, `-remaining` (0 when `exhausted`) and `-reset`: whole seconds until
-    /// the window closes, at least 1.
-    fn headers(&mut self, now: Instant, exhausted: bool) -> [(&'static str, u64); 3] {
-        self.roll(now);
-        let limit = self.limit.unwrap_or(UNSET_BURST_LIMIT);
-        let remaining = if exhausted {
-            0
-        } else {
-            limit.saturating_sub(self.used)
-        };
-        let left = self.opened.map_or(BURST_WINDOW, |opened| {
-            BURST_WINDOW.saturating_sub(now.duration_since(opened))
-        });
-        let reset = u64::try_from(left.as_millis().div_ceil(1000)).unwrap_or(u64::MAX);
-        [
-            ("x-ratelimit-limit", limit.into()),
-            ("x-ratelimit-remaining", remaining.into()),
-            ("x-ratelimit-reset", reset.max(1)),
-        ]
-    }
-}
-
-struct State {
+/// The company's data, burst window and scripted failures.
+pub struct State {
     token: String,
     persons: BTreeMap<u64, Record>,
     deals: BTreeMap<u64, Record>,
-    burst: Burst,
+    burst: RateWindow,
     faults: Faults,
-    log: Vec<Request>,
 }
 
 #[allow(dead_code)] // The fake's whole test API; each test uses only part of it.
@@ -290,24 +215,14 @@ impl Pipedrive {
     /// Starts a fake company that accepts `x-api-token: <api_token>` or, as an OAuth app would
     /// send it, `Authorization: Bearer <api_token>`.
     pub async fn start(api_token: &str) -> Pipedrive {
-        let state = Arc::new(Mutex::new(State {
+        Server::serve(|_| State {
             token: api_token.to_owned(),
             persons: BTreeMap::new(),
             deals: BTreeMap::new(),
-            burst: Burst::default(),
+            burst: RateWindow::fixed(BURST_WINDOW),
             faults: Faults::default(),
-            log: Vec::new(),
-        }));
-        let (listener, url) = super::bind().await;
-        let router = Router::new()
-            .fallback(handle)
-            .with_state(Arc::clone(&state));
-        let task = super::spawn(listener, router);
-        Pipedrive { url, state, task }
-    }
-
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().expect("fake Pipedrive state lock")
+        })
+        .await
     }
 
     /// Inserts or replaces person `id`: `fields` (a JSON object such as `{"name": ..,
@@ -363,34 +278,20 @@ impl Pipedrive {
     /// Admits `per_2s` requests per 2-second window and answers 429 beyond it, with
     /// `x-ratelimit-reset` and no `Retry-After`; `None` lifts the limit.
     pub fn set_burst_limit(&self, per_2s: Option<u32>) {
-        self.state().burst.set(per_2s);
-    }
-
-    /// Makes the next `times` authenticated requests to the list endpoints answer `status` with
-    /// Pipedrive's error body (and `Retry-After` when given); they do not count against the burst
-    /// limit.
-    pub fn fail_next(&self, status: u16, retry_after: Option<&str>, times: usize) {
-        self.state().faults.set(status, retry_after, times);
-    }
-
-    /// Every request received so far, oldest first.
-    pub fn requests(&self) -> Vec<Request> {
-        self.state().log.clone()
+        self.state().burst.set_limit(per_2s);
     }
 }
 
-async fn handle(
-    Shared(state): Shared<Arc<Mutex<State>>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let mut state = state.lock().expect("fake Pipedrive state lock");
-    let response = state.respond(&method, &uri, &headers, Instant::now());
-    let logged = Request::new(&method, &uri, &headers, &body, response.status().as_u16());
-    state.log.push(logged);
-    response
+/// Scripted failures (`fail_next`) hit authenticated requests to the list endpoints, with
+/// Pipedrive's error body; they do not count against the burst limit.
+impl Vendor for State {
+    fn respond(&mut self, request: &Incoming<'_>) -> Response {
+        self.reply(request.method, request.uri, request.headers, request.now)
+    }
+
+    fn faults(&mut self) -> &mut Faults {
+        &mut self.faults
+    }
 }
 
 /// Pipedrive's error envelope.
@@ -438,12 +339,12 @@ impl State {
     }
 
     /// Authenticates, answers, and puts the `x-ratelimit-*` headers on every answer to the token.
-    fn respond(
+    fn reply(
         &mut self,
         method: &Method,
         uri: &Uri,
         headers: &HeaderMap,
-        now: Instant,
+        now: DateTime<Utc>,
     ) -> Response {
         if !self.authorized(headers) {
             return error(StatusCode::UNAUTHORIZED, "unauthorized access").into_response();
@@ -453,7 +354,7 @@ impl State {
             Err(rejection) => rejection.into_response(),
         };
         let exhausted = response.status() == StatusCode::TOO_MANY_REQUESTS;
-        for (name, value) in self.burst.headers(now, exhausted) {
+        for (name, value) in self.burst_headers(now, exhausted) {
             response
                 .headers_mut()
                 .insert(name, HeaderValue::from(value));
@@ -461,7 +362,28 @@ impl State {
         response
     }
 
-    fn answer(&mut self, method: &Method, uri: &Uri, now: Instant) -> Result<Value, Rejection> {
+    /// `x-ratelimit-limit`, `-remaining` (0 when `exhausted`) and `-reset`: whole seconds until
+    /// the window closes, at least 1.
+    fn burst_headers(&mut self, now: DateTime<Utc>, exhausted: bool) -> [(&'static str, u64); 3] {
+        let limit = self.burst.limit().unwrap_or(UNSET_BURST_LIMIT);
+        let remaining = if exhausted {
+            0
+        } else {
+            self.burst.remaining(now, UNSET_BURST_LIMIT)
+        };
+        [
+            ("x-ratelimit-limit", limit.into()),
+            ("x-ratelimit-remaining", remaining.into()),
+            ("x-ratelimit-reset", seconds_up(self.burst.wait(now))),
+        ]
+    }
+
+    fn answer(
+        &mut self,
+        method: &Method,
+        uri: &Uri,
+        now: DateTime<Utc>,
+    ) -> Result<Value, Rejection> {
         let Some(kind) = Kind::parse(uri.path()) else {
             return Err(error(StatusCode::NOT_FOUND, "Not found"));
         };
@@ -471,7 +393,7 @@ impl State {
         if let Some((status, retry_after)) = self.faults.take() {
             return Err(fault(status, retry_after));
         }
-        if !self.burst.admit(now) {
+        if self.burst.admit(now).is_err() {
             return Err(error(StatusCode::TOO_MANY_REQUESTS, "Too many requests"));
         }
         let params = Params::parse(uri, kind.parameters())?;

@@ -11,18 +11,18 @@
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
 
-use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Query, State as Shared};
+use axum::extract::Query;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
-use tokio::task::JoinHandle;
 
-use super::{Faults, Rejection, Request};
+use super::{
+    Faults, Incoming, OAuthClient, Rejection, Server, Vendor, fields_object, form_pairs,
+    whole_seconds,
+};
 
 const API_PREFIX: &str = "/services/data/v61.0";
 const TOKEN_PATH: &str = "/services/oauth2/token";
@@ -86,19 +86,9 @@ const SYSTEM_FIELDS: &[&str] = &["Id", "Name", "CreatedDate", "SystemModstamp", 
 /// The fields a `WHERE` condition or an `ORDER BY` may use.
 const DATE_FIELDS: &[&str] = &["CreatedDate", "LastModifiedDate", "SystemModstamp"];
 
-/// A running fake Salesforce org; the server stops when this is dropped.
-pub struct Salesforce {
-    /// Base URL, which is also the OAuth `instance_url`, e.g. `http://127.0.0.1:41234`.
-    pub url: String,
-    state: Arc<Mutex<State>>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for Salesforce {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
+/// A running fake Salesforce org (its base URL is also the OAuth `instance_url`); the server
+/// stops when this is dropped.
+pub type Salesforce = Server<State>;
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 enum SObject {
@@ -212,24 +202,14 @@ fn sf_time(at: DateTime<Utc>) -> String {
     at.format("%Y-%m-%dT%H:%M:%S%.3f%z").to_string()
 }
 
-fn whole_seconds(at: DateTime<Utc>) -> DateTime<Utc> {
-    DateTime::from_timestamp(at.timestamp(), 0).expect("a whole second of a valid time")
-}
-
-/// The connected app a refresh must name.
-struct OAuthClient {
-    client_id: String,
-    client_secret: String,
-    refresh_token: String,
-}
-
 /// An open query: the rows it matched when it ran, served `batch` at a time.
 struct Cursor {
     records: Vec<Value>,
     batch: usize,
 }
 
-struct State {
+/// The org's data, open queries, API budget and scripted failures.
+pub struct State {
     url: String,
     /// The access tokens currently accepted.
     tokens: Vec<String>,
@@ -245,16 +225,14 @@ struct State {
     api_used: u64,
     api_max: u64,
     faults: Faults,
-    log: Vec<Request>,
 }
 
 #[allow(dead_code)] // The fake's whole test API; each test uses only part of it.
 impl Salesforce {
     /// Starts a fake org that accepts `Authorization: Bearer <access_token>`.
     pub async fn start(access_token: &str) -> Salesforce {
-        let (listener, url) = super::bind().await;
-        let state = Arc::new(Mutex::new(State {
-            url: url.clone(),
+        Server::serve(|url| State {
+            url: url.to_owned(),
             tokens: vec![access_token.to_owned()],
             first_token: access_token.to_owned(),
             refreshes: 0,
@@ -267,17 +245,8 @@ impl Salesforce {
             api_used: 0,
             api_max: DEFAULT_DAILY_LIMIT,
             faults: Faults::default(),
-            log: Vec::new(),
-        }));
-        let router = Router::new()
-            .fallback(handle)
-            .with_state(Arc::clone(&state));
-        let task = super::spawn(listener, router);
-        Salesforce { url, state, task }
-    }
-
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().expect("fake Salesforce state lock")
+        })
+        .await
     }
 
     /// A valid 18-character id for the `n`th record of `object` ("Contact" or "Lead").
@@ -301,9 +270,7 @@ impl Salesforce {
     ) {
         let object = SObject::parse(object).expect("put takes \"Contact\" or \"Lead\"");
         check_id(object, id);
-        let Value::Object(mut fields) = fields else {
-            panic!("Salesforce fields must be a JSON object, got {fields}");
-        };
+        let mut fields = fields_object("Salesforce", fields);
         let modstamp = whole_seconds(modstamp);
         let last_modified = match fields.remove("LastModifiedDate") {
             None | Some(Value::Null) => modstamp,
@@ -378,11 +345,7 @@ impl Salesforce {
 
     /// Accepts refreshes from this connected app and refresh token from now on.
     pub fn configure_oauth(&self, client_id: &str, client_secret: &str, refresh_token: &str) {
-        self.state().oauth = Some(OAuthClient {
-            client_id: client_id.to_owned(),
-            client_secret: client_secret.to_owned(),
-            refresh_token: refresh_token.to_owned(),
-        });
+        self.state().oauth = Some(OAuthClient::new(client_id, client_secret, refresh_token));
     }
 
     /// Invalidates every access token issued so far: API requests answer 401
@@ -398,17 +361,6 @@ impl Salesforce {
             0 => state.first_token.clone(),
             n => issued_token(&state.first_token, n),
         }
-    }
-
-    /// Makes the next `times` authenticated API requests to known endpoints answer `status` with
-    /// Salesforce's body for it (and `Retry-After` when given). Token requests are not affected.
-    pub fn fail_next(&self, status: u16, retry_after: Option<&str>, times: usize) {
-        self.state().faults.set(status, retry_after, times);
-    }
-
-    /// Every request received so far, oldest first (form bodies are logged as `Null`).
-    pub fn requests(&self) -> Vec<Request> {
-        self.state().log.clone()
     }
 }
 
@@ -430,29 +382,28 @@ fn check_id(object: SObject, id: &str) {
     );
 }
 
-async fn handle(
-    Shared(state): Shared<Arc<Mutex<State>>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let mut state = state.lock().expect("fake Salesforce state lock");
-    let route = Route::parse(uri.path());
-    let response = if let Some(Route::Token) = route {
-        state.token(&method, &headers, &body)
-    } else {
-        let mut response = state
-            .respond(route, &method, &uri, &headers)
+/// Scripted failures (`fail_next`) hit authenticated API requests to known endpoints, with
+/// Salesforce's body for the status; token requests are not affected. Form bodies are logged
+/// as `Null`.
+impl Vendor for State {
+    fn respond(&mut self, request: &Incoming<'_>) -> Response {
+        let (method, uri, headers) = (request.method, request.uri, request.headers);
+        let route = Route::parse(uri.path());
+        if let Some(Route::Token) = route {
+            return self.token(method, headers, request.body);
+        }
+        let mut response = self
+            .reply(route, method, uri, headers)
             .unwrap_or_else(IntoResponse::into_response);
-        let usage = format!("api-usage={}/{}", state.api_used, state.api_max);
+        let usage = format!("api-usage={}/{}", self.api_used, self.api_max);
         let usage = HeaderValue::from_str(&usage).expect("digits and a slash");
         response.headers_mut().insert(LIMIT_INFO_HEADER, usage);
         response
-    };
-    let logged = Request::new(&method, &uri, &headers, &body, response.status().as_u16());
-    state.log.push(logged);
-    response
+    }
+
+    fn faults(&mut self) -> &mut Faults {
+        &mut self.faults
+    }
 }
 
 enum Route {
@@ -503,14 +454,6 @@ fn oauth_error(code: &str, description: &str) -> Response {
     (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
 }
 
-/// The pairs of an `application/x-www-form-urlencoded` body; `None` when it is not one.
-fn form_pairs(body: &[u8]) -> Option<Vec<(String, String)>> {
-    let text = std::str::from_utf8(body).ok()?;
-    let uri = Uri::try_from(format!("/?{text}")).ok()?;
-    let Query(pairs) = Query::<Vec<(String, String)>>::try_from_uri(&uri).ok()?;
-    Some(pairs)
-}
-
 impl State {
     fn authorized(&self, headers: &HeaderMap) -> bool {
         let Some(value) = headers.get(header::AUTHORIZATION) else {
@@ -538,7 +481,7 @@ impl State {
         rejection
     }
 
-    fn respond(
+    fn reply(
         &mut self,
         route: Option<Route>,
         method: &Method,

@@ -3,22 +3,23 @@
 //! ticket requesters, the exports' 10-a-minute rate limit with `Retry-After`, and Zendesk's error
 //! bodies (`crm-sources.md` §2.4).
 //!
-//! Exports leave out anything changed within the minute before the request, measured on a clock
-//! tests can set ([`Zendesk::set_now`]), so late-arriving changes are deterministic.
+//! Exports leave out anything changed within the minute before the request, measured on the
+//! fake's clock ([`Zendesk::set_now`], [`super::Server::clock`]), so late-arriving changes are
+//! deterministic. Deleted users stay in the user export with `active: false`, as in Zendesk.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::time::Duration;
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{Query, State as Shared};
+use axum::extract::Query;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
-use tokio::task::JoinHandle;
 
-use super::{Faults, Rejection, Request, base64_decode, base64_encode};
+use super::{
+    Faults, Incoming, RateWindow, Rejection, Server, Vendor, base64_decode, base64_encode,
+    base64_standard_encode, fields_object, seconds_up, whole_seconds,
+};
 
 const USERS_EXPORT_PATH: &str = "/api/v2/incremental/users/cursor.json";
 const TICKETS_EXPORT_PATH: &str = "/api/v2/incremental/tickets/cursor.json";
@@ -32,18 +33,7 @@ const SETTLE_SECONDS: i64 = 60;
 const MAX_SHOW_MANY_IDS: usize = 100;
 
 /// A running fake Zendesk account; the server stops when this is dropped.
-pub struct Zendesk {
-    /// Base URL, e.g. `http://127.0.0.1:41234` (no trailing slash).
-    pub url: String,
-    state: Arc<Mutex<State>>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for Zendesk {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
+pub type Zendesk = Server<State>;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Stream {
@@ -123,56 +113,17 @@ fn zendesk_time(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-fn whole_seconds(at: DateTime<Utc>) -> DateTime<Utc> {
-    DateTime::from_timestamp(at.timestamp(), 0).expect("a whole second of a valid time")
-}
-
-/// A sliding one-minute window on the fake's clock: at most `per_minute` admitted requests.
-struct MinuteWindow {
-    per_minute: Option<u32>,
-    admitted: VecDeque<DateTime<Utc>>,
-}
-
-impl MinuteWindow {
-    /// Admits a request arriving `now`, or gives the whole seconds until one would be admitted.
-    /// Rejected requests do not count.
-    fn admit(&mut self, now: DateTime<Utc>) -> Result<(), i64> {
-        let Some(limit) = self.per_minute else {
-            return Ok(());
-        };
-        while let Some(&first) = self.admitted.front() {
-            if (now - first).num_milliseconds() < SETTLE_SECONDS * 1_000 {
-                break;
-            }
-            self.admitted.pop_front();
-        }
-        if let Some(&first) = self.admitted.front()
-            && self.admitted.len() >= limit as usize
-        {
-            let left_ms = SETTLE_SECONDS * 1_000 - (now - first).num_milliseconds();
-            return Err((left_ms + 999).div_euclid(1_000).clamp(1, SETTLE_SECONDS));
-        }
-        if limit == 0 {
-            return Err(SETTLE_SECONDS);
-        }
-        self.admitted.push_back(now);
-        Ok(())
-    }
-}
-
-struct State {
+/// The account's data, export rate window and scripted failures.
+pub struct State {
     url: String,
     /// The expected `Authorization: Basic` credential, base64 of `{email}/token:{api_token}`.
     basic: String,
     oauth_token: Option<String>,
     users: BTreeMap<u64, Item>,
     tickets: BTreeMap<u64, Item>,
-    /// The clock; `None` follows real time.
-    now: Option<DateTime<Utc>>,
     per_page_max: usize,
-    exports: MinuteWindow,
+    exports: RateWindow,
     faults: Faults,
-    log: Vec<Request>,
 }
 
 #[allow(dead_code)] // The fake's whole test API; each test uses only part of it.
@@ -180,31 +131,19 @@ impl Zendesk {
     /// Starts a fake account that accepts `Authorization: Basic` with
     /// `base64("{email}/token:{api_token}")`.
     pub async fn start(email: &str, api_token: &str) -> Zendesk {
-        let (listener, url) = super::bind().await;
-        let state = Arc::new(Mutex::new(State {
-            url: url.clone(),
-            basic: standard_base64(format!("{email}/token:{api_token}").as_bytes()),
+        let mut exports = RateWindow::sliding(Duration::from_secs(SETTLE_SECONDS as u64));
+        exports.set_limit(Some(DEFAULT_EXPORTS_PER_MINUTE));
+        Server::serve(|url| State {
+            url: url.to_owned(),
+            basic: base64_standard_encode(format!("{email}/token:{api_token}").as_bytes()),
             oauth_token: None,
             users: BTreeMap::new(),
             tickets: BTreeMap::new(),
-            now: None,
             per_page_max: DEFAULT_PER_PAGE,
-            exports: MinuteWindow {
-                per_minute: Some(DEFAULT_EXPORTS_PER_MINUTE),
-                admitted: VecDeque::new(),
-            },
+            exports,
             faults: Faults::default(),
-            log: Vec::new(),
-        }));
-        let router = Router::new()
-            .fallback(handle)
-            .with_state(Arc::clone(&state));
-        let task = super::spawn(listener, router);
-        Zendesk { url, state, task }
-    }
-
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().expect("fake Zendesk state lock")
+        })
+        .await
     }
 
     /// Also accepts `Authorization: Bearer <token>`, an OAuth access token.
@@ -249,6 +188,19 @@ impl Zendesk {
         self.state().tickets.insert(id, item);
     }
 
+    /// Deletes user `id` at `at`: it stays in the user export with `active: false` and
+    /// `updated_at` becomes `at`.
+    pub fn delete_user(&self, id: u64, at: DateTime<Utc>) {
+        let mut state = self.state();
+        let user = state
+            .users
+            .get_mut(&id)
+            .unwrap_or_else(|| panic!("delete_user: no user with id {id}"));
+        user.fields.insert("active".into(), json!(false));
+        user.updated = whole_seconds(at);
+        user.generated = user.updated.timestamp();
+    }
+
     /// Deletes ticket `id` at `at`: its status becomes "deleted" and `updated_at` and
     /// `generated_timestamp` become `at`; exports include it unless `exclude_deleted=true`.
     pub fn delete_ticket(&self, id: u64, at: DateTime<Utc>) {
@@ -265,7 +217,7 @@ impl Zendesk {
     /// Freezes the fake's clock at `now` (it follows real time until first set). The clock
     /// decides the one-minute exclusion, `start_time` checks and the export rate window.
     pub fn set_now(&self, now: DateTime<Utc>) {
-        self.state().now = Some(now);
+        self.clock().set(now);
     }
 
     /// Caps export pages at `n` items (default and maximum 1,000); a larger `per_page` is
@@ -281,28 +233,26 @@ impl Zendesk {
     /// Allows `n` export requests in any minute of the fake's clock (default 10), answering 429
     /// with `Retry-After` beyond; `None` lifts the limit. `show_many` is not limited.
     pub fn set_rate_limit_per_minute(&self, n: Option<u32>) {
-        let mut state = self.state();
-        state.exports.per_minute = n;
-        state.exports.admitted.clear();
+        self.state().exports.set_limit(n);
+    }
+}
+
+/// Scripted failures (`fail_next`) hit authenticated requests to known endpoints, with
+/// Zendesk's body for the status.
+impl Vendor for State {
+    fn respond(&mut self, request: &Incoming<'_>) -> Response {
+        self.reply(request)
+            .unwrap_or_else(IntoResponse::into_response)
     }
 
-    /// Makes the next `times` authenticated requests to known endpoints answer `status` with
-    /// Zendesk's body for it, and `Retry-After` when given.
-    pub fn fail_next(&self, status: u16, retry_after: Option<&str>, times: usize) {
-        self.state().faults.set(status, retry_after, times);
-    }
-
-    /// Every request received so far, oldest first.
-    pub fn requests(&self) -> Vec<Request> {
-        self.state().log.clone()
+    fn faults(&mut self) -> &mut Faults {
+        &mut self.faults
     }
 }
 
 fn new_item(id: u64, fields: Value, created: DateTime<Utc>, updated: DateTime<Utc>) -> Item {
     assert!(id >= 1, "Zendesk ids start at 1");
-    let Value::Object(fields) = fields else {
-        panic!("Zendesk fields must be a JSON object, got {fields}");
-    };
+    let fields = fields_object("Zendesk", fields);
     for reserved in ["id", "url", "created_at", "updated_at"] {
         assert!(
             !fields.contains_key(reserved),
@@ -318,31 +268,6 @@ fn new_item(id: u64, fields: Value, created: DateTime<Utc>, updated: DateTime<Ut
         generated: updated.timestamp(),
         deleted: false,
     }
-}
-
-/// Standard padded base64, as HTTP Basic credentials use (the shared helper is URL-safe).
-fn standard_base64(data: &[u8]) -> String {
-    let mut text = base64_encode(data).replace('-', "+").replace('_', "/");
-    while !text.len().is_multiple_of(4) {
-        text.push('=');
-    }
-    text
-}
-
-async fn handle(
-    Shared(state): Shared<Arc<Mutex<State>>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let mut state = state.lock().expect("fake Zendesk state lock");
-    let response = state
-        .respond(&method, &uri, &headers)
-        .unwrap_or_else(IntoResponse::into_response);
-    let logged = Request::new(&method, &uri, &headers, &body, response.status().as_u16());
-    state.log.push(logged);
-    response
 }
 
 #[derive(Clone, Copy)]
@@ -401,10 +326,6 @@ fn decode_cursor(stream: Stream, cursor: &str) -> Option<Key> {
 }
 
 impl State {
-    fn now(&self) -> DateTime<Utc> {
-        self.now.unwrap_or_else(Utc::now)
-    }
-
     fn authorized(&self, headers: &HeaderMap) -> bool {
         let Some(value) = headers.get(header::AUTHORIZATION) else {
             return false;
@@ -433,12 +354,8 @@ impl State {
         rejection
     }
 
-    fn respond(
-        &mut self,
-        method: &Method,
-        uri: &Uri,
-        headers: &HeaderMap,
-    ) -> Result<Response, Rejection> {
+    fn reply(&mut self, request: &Incoming<'_>) -> Result<Response, Rejection> {
+        let (method, uri, headers) = (request.method, request.uri, request.headers);
         if !self.authorized(headers) {
             return Err(unauthorized());
         }
@@ -454,8 +371,9 @@ impl State {
         }
         let body = match route {
             Route::Export(stream) => {
-                let now = self.now();
-                if let Err(seconds) = self.exports.admit(now) {
+                let now = request.now;
+                if let Err(wait) = self.exports.admit(now) {
+                    let seconds = seconds_up(wait).min(SETTLE_SECONDS as u64);
                     return Err(export_rate_limited(Some(seconds.to_string())));
                 }
                 self.export(stream, uri, now)?

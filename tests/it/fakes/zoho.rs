@@ -8,18 +8,18 @@
 //! at that very second is unverified, and the stricter reading is the one a poller must survive.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 
-use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Query, State as Shared};
+use axum::extract::Query;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, FixedOffset, Utc};
 use serde_json::{Map, Value, json};
-use tokio::task::JoinHandle;
 
-use super::{Faults, Rejection, Request, base64_decode, base64_encode};
+use super::{
+    Faults, Incoming, OAuthClient, Rejection, Server, Vendor, base64_decode, base64_encode,
+    fields_object, form_pairs, whole_seconds,
+};
 
 const CONTACTS_PATH: &str = "/crm/v8/Contacts";
 const MODULE_PREFIX: &str = "/crm/v8/";
@@ -60,19 +60,9 @@ const CONTACT_FIELDS: &[&str] = &[
 /// Fields `put_contact` takes from its arguments (or computes), never from its JSON.
 const SYSTEM_FIELDS: &[&str] = &["id", "Full_Name", "Created_Time", "Modified_Time"];
 
-/// A running fake Zoho CRM account; the server stops when this is dropped.
-pub struct Zoho {
-    /// Base URL, which is also the OAuth `api_domain`, e.g. `http://127.0.0.1:41234`.
-    pub url: String,
-    state: Arc<Mutex<State>>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for Zoho {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
+/// A running fake Zoho CRM account (its base URL is also the OAuth `api_domain`); the server
+/// stops when this is dropped.
+pub type Zoho = Server<State>;
 
 /// A stored contact. Times are whole seconds, as Zoho keeps them.
 struct Contact {
@@ -138,24 +128,14 @@ fn zoho_time(at: DateTime<Utc>) -> String {
         .to_string()
 }
 
-fn whole_seconds(at: DateTime<Utc>) -> DateTime<Utc> {
-    DateTime::from_timestamp(at.timestamp(), 0).expect("a whole second of a valid time")
-}
-
-/// The client a refresh must name.
-struct OAuthClient {
-    client_id: String,
-    client_secret: String,
-    refresh_token: String,
-}
-
 /// API credits: `remaining` of `total` when a limit is set.
 struct Credits {
     total: u32,
     remaining: u32,
 }
 
-struct State {
+/// The account's data, credits and scripted failures.
+pub struct State {
     url: String,
     /// The access tokens currently accepted.
     tokens: Vec<String>,
@@ -167,16 +147,14 @@ struct State {
     custom_fields: Vec<String>,
     credits: Option<Credits>,
     faults: Faults,
-    log: Vec<Request>,
 }
 
 #[allow(dead_code)] // The fake's whole test API; each test uses only part of it.
 impl Zoho {
     /// Starts a fake account that accepts `Authorization: Zoho-oauthtoken <access_token>`.
     pub async fn start(access_token: &str) -> Zoho {
-        let (listener, url) = super::bind().await;
-        let state = Arc::new(Mutex::new(State {
-            url: url.clone(),
+        Server::serve(|url| State {
+            url: url.to_owned(),
             tokens: vec![access_token.to_owned()],
             first_token: access_token.to_owned(),
             refreshes: 0,
@@ -185,17 +163,8 @@ impl Zoho {
             custom_fields: Vec::new(),
             credits: None,
             faults: Faults::default(),
-            log: Vec::new(),
-        }));
-        let router = Router::new()
-            .fallback(handle)
-            .with_state(Arc::clone(&state));
-        let task = super::spawn(listener, router);
-        Zoho { url, state, task }
-    }
-
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().expect("fake Zoho state lock")
+        })
+        .await
     }
 
     /// Inserts or replaces contact `id` (returned as a string of digits). `fields` holds the
@@ -208,9 +177,7 @@ impl Zoho {
         created: DateTime<Utc>,
         modified: DateTime<Utc>,
     ) {
-        let Value::Object(fields) = fields else {
-            panic!("Zoho fields must be a JSON object, got {fields}");
-        };
+        let fields = fields_object("Zoho", fields);
         let mut state = self.state();
         for name in fields.keys() {
             assert!(
@@ -248,11 +215,7 @@ impl Zoho {
 
     /// Accepts refreshes from this client and refresh token from now on.
     pub fn configure_oauth(&self, client_id: &str, client_secret: &str, refresh_token: &str) {
-        self.state().oauth = Some(OAuthClient {
-            client_id: client_id.to_owned(),
-            client_secret: client_secret.to_owned(),
-            refresh_token: refresh_token.to_owned(),
-        });
+        self.state().oauth = Some(OAuthClient::new(client_id, client_secret, refresh_token));
     }
 
     /// Invalidates every access token issued so far: data requests answer 401 `INVALID_TOKEN`
@@ -269,17 +232,6 @@ impl Zoho {
             n => issued_token(&state.first_token, n),
         }
     }
-
-    /// Makes the next `times` authenticated requests to known data endpoints answer `status`
-    /// with Zoho's body for it (and `Retry-After` when given). Token requests are not affected.
-    pub fn fail_next(&self, status: u16, retry_after: Option<&str>, times: usize) {
-        self.state().faults.set(status, retry_after, times);
-    }
-
-    /// Every request received so far, oldest first (form bodies are logged as `Null`).
-    pub fn requests(&self) -> Vec<Request> {
-        self.state().log.clone()
-    }
 }
 
 /// The token the `n`th refresh issues.
@@ -287,24 +239,22 @@ fn issued_token(first: &str, n: u64) -> String {
     format!("{first}.refreshed{n}")
 }
 
-async fn handle(
-    Shared(state): Shared<Arc<Mutex<State>>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let mut state = state.lock().expect("fake Zoho state lock");
-    let response = if uri.path() == TOKEN_PATH {
-        state.token(&method, &uri, &headers, &body)
-    } else {
-        state
-            .respond(&method, &uri, &headers)
+/// Scripted failures (`fail_next`) hit authenticated requests to known data endpoints, with
+/// Zoho's body for the status; token requests are not affected. Form bodies are logged as
+/// `Null`.
+impl Vendor for State {
+    fn respond(&mut self, request: &Incoming<'_>) -> Response {
+        let (method, uri, headers) = (request.method, request.uri, request.headers);
+        if uri.path() == TOKEN_PATH {
+            return self.token(method, uri, headers, request.body);
+        }
+        self.reply(method, uri, headers)
             .unwrap_or_else(IntoResponse::into_response)
-    };
-    let logged = Request::new(&method, &uri, &headers, &body, response.status().as_u16());
-    state.log.push(logged);
-    response
+    }
+
+    fn faults(&mut self) -> &mut Faults {
+        &mut self.faults
+    }
 }
 
 /// Zoho's error body.
@@ -324,14 +274,6 @@ fn invalid_data(message: &str, details: Value) -> Rejection {
 
 fn invalid_param(name: &str) -> Rejection {
     invalid_data("invalid data", json!({ "param_name": name }))
-}
-
-/// The pairs of an `application/x-www-form-urlencoded` body; `None` when it is not one.
-fn form_pairs(body: &[u8]) -> Option<Vec<(String, String)>> {
-    let text = std::str::from_utf8(body).ok()?;
-    let uri = Uri::try_from(format!("/?{text}")).ok()?;
-    let Query(pairs) = Query::<Vec<(String, String)>>::try_from_uri(&uri).ok()?;
-    Some(pairs)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -532,7 +474,7 @@ impl State {
         rejection
     }
 
-    fn respond(
+    fn reply(
         &mut self,
         method: &Method,
         uri: &Uri,
