@@ -450,6 +450,9 @@ impl State {
             let query = params.query_with_page(paging.page + 1);
             format!("{}{}?{query}", self.url, uri.path())
         });
+        if let Some(status) = self.faults.take_poisoned(&listed[start..end], "id") {
+            return Err(fault(status, None));
+        }
         Ok(Page {
             records: listed[start..end].to_vec(),
             next,

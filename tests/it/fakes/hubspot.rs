@@ -252,7 +252,13 @@ impl HubSpot {
 impl Vendor for State {
     fn respond(&mut self, request: &Incoming<'_>) -> Response {
         let path = request.uri.path();
-        let answer = self.reply(request.method, path, request.headers, request.body, request.now);
+        let answer = self.reply(
+            request.method,
+            path,
+            request.headers,
+            request.body,
+            request.now,
+        );
         match answer {
             Ok(body) => axum::Json(body).into_response(),
             Err(rejection) => rejection.into_response(),

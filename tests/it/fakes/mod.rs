@@ -168,6 +168,12 @@ impl<V: Vendor> Server<V> {
         self.state().faults().set(status, retry_after, times);
     }
 
+    /// Makes the first data answer that would hold record `id` answer `status` instead, once:
+    /// the pages before it are served, that one fails (a failure in the middle of a run).
+    pub fn fail_serving(&self, id: &str, status: u16) {
+        self.state().faults().poison(id, status);
+    }
+
     /// Every request received so far, oldest first.
     pub fn requests(&self) -> Vec<Request> {
         self.inner
@@ -311,22 +317,27 @@ impl IntoResponse for Rejection {
     }
 }
 
-/// Scripted failures: the next `remaining` data requests answer `status`.
+/// Scripted failures: the next `remaining` data requests answer `status`; and, once, the first
+/// data answer that would hold the `poisoned` record.
 #[derive(Default)]
 pub struct Faults {
     status: u16,
     retry_after: Option<String>,
     remaining: usize,
+    poisoned: Option<(String, u16)>,
 }
 
 impl Faults {
     fn set(&mut self, status: u16, retry_after: Option<&str>, times: usize) {
         StatusCode::from_u16(status).expect("fail_next needs a valid HTTP status");
-        *self = Self {
-            status,
-            retry_after: retry_after.map(str::to_owned),
-            remaining: times,
-        };
+        self.status = status;
+        self.retry_after = retry_after.map(str::to_owned);
+        self.remaining = times;
+    }
+
+    fn poison(&mut self, id: &str, status: u16) {
+        StatusCode::from_u16(status).expect("fail_serving needs a valid HTTP status");
+        self.poisoned = Some((id.to_owned(), status));
     }
 
     /// The scripted status and `Retry-After` for this request, if a fault is pending.
@@ -337,6 +348,25 @@ impl Faults {
         self.remaining -= 1;
         let status = StatusCode::from_u16(self.status).expect("checked by Faults::set");
         Some((status, self.retry_after.clone()))
+    }
+
+    /// The poisoned status when `page` (records with their id at `id_field`) holds the
+    /// poisoned record; the poison is used up.
+    fn take_poisoned(&mut self, page: &[Value], id_field: &str) -> Option<StatusCode> {
+        let (id, status) = self.poisoned.as_ref()?;
+        let holds = page.iter().any(|record| {
+            let text = record.get(id_field).map(|value| match value {
+                Value::String(text) => text.clone(),
+                other => other.to_string(),
+            });
+            text.as_ref() == Some(id)
+        });
+        if !holds {
+            return None;
+        }
+        let status = StatusCode::from_u16(*status).expect("checked by Faults::poison");
+        self.poisoned = None;
+        Some(status)
     }
 }
 

@@ -398,7 +398,12 @@ impl State {
         }
         let params = Params::parse(uri, kind.parameters())?;
         let query = ListQuery::parse(kind, &params)?;
-        Ok(self.list(kind, &query))
+        let answer = self.list(kind, &query);
+        let page = answer["data"].as_array().map_or(&[][..], Vec::as_slice);
+        if let Some(status) = self.faults.take_poisoned(page, "id") {
+            return Err(fault(status, None));
+        }
+        Ok(answer)
     }
 
     fn list(&self, kind: Kind, query: &ListQuery) -> Value {

@@ -343,6 +343,11 @@ impl Salesforce {
         self.state().api_max = max;
     }
 
+    /// The API requests counted against the daily allocation so far.
+    pub fn api_used(&self) -> u64 {
+        self.state().api_used
+    }
+
     /// Accepts refreshes from this connected app and refresh token from now on.
     pub fn configure_oauth(&self, client_id: &str, client_secret: &str, refresh_token: &str) {
         self.state().oauth = Some(OAuthClient::new(client_id, client_secret, refresh_token));
@@ -525,6 +530,10 @@ impl State {
             Route::More { locator, offset } => self.more(&locator, offset, uri)?,
             Route::Token => unreachable!("token requests are answered by State::token"),
         };
+        let page = body["records"].as_array().map_or(&[][..], Vec::as_slice);
+        if let Some(status) = self.faults.take_poisoned(page, "Id") {
+            return Err(Self::fault(status, None));
+        }
         Ok(axum::Json(body).into_response())
     }
 

@@ -376,7 +376,14 @@ impl State {
                     let seconds = seconds_up(wait).min(SETTLE_SECONDS as u64);
                     return Err(export_rate_limited(Some(seconds.to_string())));
                 }
-                self.export(stream, uri, now)?
+                let answer = self.export(stream, uri, now)?;
+                let page = answer[stream.name()]
+                    .as_array()
+                    .map_or(&[][..], Vec::as_slice);
+                if let Some(status) = self.faults.take_poisoned(page, "id") {
+                    return Err(Self::fault(status, None));
+                }
+                answer
             }
             Route::ShowMany => self.show_many(uri)?,
         };

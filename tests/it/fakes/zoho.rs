@@ -533,7 +533,7 @@ impl State {
     }
 
     /// `GET /crm/v8/Contacts`.
-    fn list(&self, uri: &Uri, headers: &HeaderMap) -> Result<Response, Rejection> {
+    fn list(&mut self, uri: &Uri, headers: &HeaderMap) -> Result<Response, Rejection> {
         let params = params(uri)?;
         let param = |name: &str| params.get(name).map(String::as_str);
         let fields = self.fields(param("fields"))?;
@@ -596,6 +596,9 @@ impl State {
             .iter()
             .map(|c| c.to_json(&fields))
             .collect();
+        if let Some(status) = self.faults.take_poisoned(&data, "id") {
+            return Err(Self::fault(status, None));
+        }
         let body = json!({
             "data": data,
             "info": {
