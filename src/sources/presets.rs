@@ -252,9 +252,11 @@ fn pipedrive_deals() -> SourceSettings {
 /// seconds, never within the last minute, which Zendesk refuses), every later one the
 /// `after_cursor`, which is also the durable cursor between runs; `end_of_stream` ends a run.
 /// Exports allow 10 requests per minute. Tickets are enriched with their requester (the user's
-/// `phone`, then `shared_phone_number`), and deleted tickets left out.
+/// `phone`, then `shared_phone_number`). Deleted records are read and skipped, so that their
+/// queued jobs are cancelled: deleted tickets come with status `deleted` (`exclude_deleted`
+/// would hide the deletion), deleted users with `active: false`.
 fn zendesk(stream: &str) -> SourceSettings {
-    let mut query = BTreeMap::from([
+    let query = BTreeMap::from([
         (
             "start_time".to_owned(),
             "{% if not page.token %}{{ [cursor.lower, cursor.upper] | min | unix_s }}{% endif %}"
@@ -267,9 +269,6 @@ fn zendesk(stream: &str) -> SourceSettings {
         ("per_page".to_owned(), "{{ page.size }}".to_owned()),
     ]);
     let tickets = stream == "tickets";
-    if tickets {
-        query.insert("exclude_deleted".to_owned(), "true".to_owned());
-    }
     SourceSettings {
         method: Some("GET".to_owned()),
         path: Some(format!("/api/v2/incremental/{stream}/cursor.json")),
@@ -294,6 +293,14 @@ fn zendesk(stream: &str) -> SourceSettings {
         page_size: Some(1000),
         sorted: Some(true),
         resume_token: Some(true),
+        skip_if: Some(
+            if tickets {
+                "status == 'deleted'"
+            } else {
+                "active == false"
+            }
+            .to_owned(),
+        ),
         requests_per_second: Some(10.0 / 60.0),
         lookback_seconds: Some(0),
         settle_seconds: Some(60),
