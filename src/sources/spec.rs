@@ -746,6 +746,15 @@ fn resolve_source(
     if !sorted && settings.keyset_paging == Some(true) {
         return Err(invalid(key("keyset_paging"), "needs `sorted = true`"));
     }
+    if !sorted && settings.max_records_per_run.is_some() {
+        // An unsorted source is checkpointed only once its whole window is read: a run stopped
+        // early would start over at the same records every time and never reach the others.
+        return Err(invalid(
+            key("max_records_per_run"),
+            "needs `sorted = true` (an unsorted source is checkpointed only at the end of its \
+             window, so a run stopped early would start over at the same records)",
+        ));
+    }
     let page_size = settings.page_size.unwrap_or(100);
     if page_size == 0 || page_size > 10_000 {
         return Err(invalid(key("page_size"), "must be between 1 and 10000"));

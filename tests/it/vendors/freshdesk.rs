@@ -7,6 +7,8 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use super::scenarios::{Deletion, Enriched, Person, Preset, Throttle, person_of};
+use timelines_sync::config::{ProcessEnv, Settings};
+
 use super::{ago, quoted, rfc};
 use crate::fakes::freshdesk::Freshdesk;
 use crate::fakes::{Clock, Request};
@@ -245,4 +247,23 @@ async fn the_freshdesk_presets_read_contacts_by_name_order_and_tickets_past_the_
         .await,
         7
     );
+}
+
+/// Contacts come in name order, so a contacts run is checkpointed only at its end; a run limit
+/// would make every run start over at the same contacts and never reach the others.
+#[test]
+fn a_run_limit_on_freshdesk_contacts_is_refused_at_start_up() {
+    let toml = "[sources.fd]\npreset = \"freshdesk.contacts\"\nbase_url = \"https://x.freshdesk.com\"\n\
+                token = \"fd-key\"\nmax_records_per_run = 100\n";
+    let settings = Settings::parse(toml, std::path::Path::new("t.toml")).expect("config parses");
+    let error = settings.validate(&ProcessEnv).unwrap_err().to_string();
+    assert!(error.contains("sources.fd.max_records_per_run"), "{error}");
+    assert!(!error.contains("fd-key"));
+    // The tickets preset is sorted: there a run limit just splits the work between runs.
+    let tickets = toml.replace("freshdesk.contacts", "freshdesk.tickets");
+    let settings =
+        Settings::parse(&tickets, std::path::Path::new("t.toml")).expect("config parses");
+    settings
+        .validate(&ProcessEnv)
+        .expect("a sorted preset takes a run limit");
 }
