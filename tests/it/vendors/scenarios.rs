@@ -618,7 +618,10 @@ pub async fn dying_between_batches(preset: &impl Preset) {
         .execute(h.pool())
         .await
         .unwrap();
-    let waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted";
+    // (Advisory locks are per database, and other tests share the cluster.)
+    let waiting = "SELECT count(*) FROM pg_locks
+                    WHERE locktype = 'advisory' AND classid = 7 AND objid = 7 AND NOT granted
+                      AND database = (SELECT oid FROM pg_database WHERE datname = current_database())";
 
     let committed = {
         let run = h.try_run();
