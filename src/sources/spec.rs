@@ -177,7 +177,7 @@ pub struct Source {
     /// Wait this long after a change (server time) before reading it.
     pub settle: Duration,
     /// Default region for phones.
-    pub region: Option<phonenumber::country::Id>,
+    pub region: Option<rlibphonenumber::enums::Region>,
     /// Field with the contact's time zone.
     pub timezone_field: Option<String>,
     /// Records per run at most.
