@@ -25,7 +25,7 @@ use tokio::sync::Mutex;
 use super::fetch::{self, FetchError, HttpPages, SqlPages, Window};
 use super::record::{self, Record, Skip};
 use super::spec::{Catalog, Initial, Rule, Source, SourceKind};
-use super::write::{Read, payloads_trusted, prepare, write_batch};
+use super::write::{Contacts, Read, payloads_trusted, prepare, write_batch};
 
 /// The advisory lock class of source runs (the key is `hashtext(source)`).
 const LOCK_CLASS: i32 = 0x7469_6d65; // "time"
@@ -347,7 +347,6 @@ impl Poller {
         state: &mut State,
         report: &mut RunReport,
         skip_rows: &mut u64,
-        window_lower: DateTime<Utc>,
         dry_run: bool,
         trusted: bool,
     ) -> Result<(), String> {
@@ -385,6 +384,26 @@ impl Poller {
             None
         };
         let mut batch_tx = self.pool.begin().await.map_err(db)?;
+        // The contacts go in on a connection of their own while the rule events and jobs go in
+        // on this one, so Postgres works on both at once; they commit first, so the cursor never
+        // passes contacts not written (a failure after their commit repeats an idempotent
+        // upsert when the batch is read again). Without a spare connection, in this one.
+        let mut reads = reads;
+        let contacts = Contacts::take(&mut reads);
+        let mut contacts_tx = if contacts.is_empty() {
+            None
+        } else {
+            match self.pool.try_acquire() {
+                Some(conn) => Some(sqlx::Transaction::begin(conn, None).await.map_err(db)?),
+                None => {
+                    contacts
+                        .upsert(&mut batch_tx, &source.name)
+                        .await
+                        .map_err(db)?;
+                    None
+                }
+            }
+        };
         let tx: &mut PgConnection = &mut batch_tx;
         // Plans for this batch's arrays and the tables as they are now: a plan cached while the
         // tables were empty would scan them whole on every batch of a large first import.
@@ -398,20 +417,19 @@ impl Poller {
                 .await
                 .map_err(db)?;
         }
-        write_batch(
-            tx,
-            source,
-            rules,
-            &self.catalog,
-            reads,
-            deleted,
-            &mut skips,
-            window_lower,
-            report,
-            dry_run,
-        )
-        .await
-        .map_err(db)?;
+        let (written, contacts_written) = tokio::join!(
+            write_batch(
+                tx, source, rules, reads, deleted, &mut skips, report, dry_run
+            ),
+            async {
+                match &mut contacts_tx {
+                    Some(side) => contacts.upsert(side, &source.name).await,
+                    None => Ok(()),
+                }
+            }
+        );
+        written.map_err(db)?;
+        contacts_written.map_err(db)?;
         if let Some((cursor, boundary)) = checkpoint
             && cursor >= state.cursor
         {
@@ -468,6 +486,14 @@ impl Poller {
                 .map_err(db)?;
             }
             update_counters(tx, run_id, report).await.map_err(db)?;
+        }
+        if let Some(side) = contacts_tx {
+            let done = if dry_run {
+                side.rollback().await
+            } else {
+                side.commit().await
+            };
+            done.map_err(db)?;
         }
         let done = if dry_run {
             batch_tx.rollback().await
@@ -551,7 +577,7 @@ impl Poller {
         let mut skip_rows = 0u64;
         // Two stages: while one batch is written (Postgres' work), the next is read and
         // prepared (this process's work: parsing, phones, expressions).
-        let mut batch = read_batch(source, &templates, &mut ctx).await;
+        let mut batch = read_batch(source, &self.catalog, &mut ctx).await;
         loop {
             if ctx.done || ctx.error.is_some() || ctx.stopped_early {
                 self.flush(
@@ -561,7 +587,6 @@ impl Poller {
                     &mut state,
                     report,
                     &mut skip_rows,
-                    window.lower,
                     dry_run,
                     trusted,
                 )
@@ -570,10 +595,10 @@ impl Poller {
             }
             // The reading stage runs as a task of its own, so its CPU work proceeds on another
             // core while this one waits on Postgres.
-            let (reading_source, reading_templates) = (source.clone(), templates.clone());
+            let (reading_source, reading_catalog) = (source.clone(), self.catalog.clone());
             let mut reading_ctx = ctx;
             let reading = tokio::spawn(async move {
-                let next = read_batch(&reading_source, &reading_templates, &mut reading_ctx).await;
+                let next = read_batch(&reading_source, &reading_catalog, &mut reading_ctx).await;
                 (reading_ctx, next)
             });
             let flushed = self
@@ -584,7 +609,6 @@ impl Poller {
                     &mut state,
                     report,
                     &mut skip_rows,
-                    window.lower,
                     dry_run,
                     trusted,
                 )
@@ -669,11 +693,8 @@ struct ReadCtx {
 /// Reads pages until about WRITE_BATCH records are gathered (or the window ends, the run limit
 /// is reached, or a request fails: then `ctx.error` is set and the batch holds what was read
 /// before, to be written), and prepares them.
-async fn read_batch(
-    source: &Arc<Source>,
-    templates: &Arc<super::template::Templates>,
-    ctx: &mut ReadCtx,
-) -> Batch {
+async fn read_batch(source: &Arc<Source>, catalog: &Arc<Catalog>, ctx: &mut ReadCtx) -> Batch {
+    let templates = &catalog.templates;
     let mut records: Vec<Record> = Vec::new();
     let mut skips: Vec<(Option<String>, Option<String>, Skip)> = Vec::new();
     loop {
@@ -786,7 +807,15 @@ async fn read_batch(
         .filter(|r| Some(r.cursor) == ctx.last_cursor)
         .map(|r| r.id.clone())
         .collect();
-    let (reads, deleted) = prepare(templates, source, records, &mut skips);
+    let rules: Vec<&Rule> = catalog.rules_of(&source.name).collect();
+    let (reads, deleted) = prepare(
+        catalog,
+        source,
+        &rules,
+        ctx.window.lower,
+        records,
+        &mut skips,
+    );
     let resume_token = match &ctx.reader {
         Reader::Http(pages) if source.resume_token => pages.resume_token(),
         _ => None,

@@ -15,7 +15,7 @@ use super::engine::{PlannedJob, RunReport};
 use super::policy::after_quiet_hours;
 use super::record::{self, Record, Skip, lookup, text};
 use super::spec::{Catalog, Rule, Source};
-use super::template::context;
+use super::template::{Templates, context};
 
 /// The advisory lock class of frequency-cap checks (the key is `hashtext(phone)`).
 const CAP_LOCK_CLASS: i32 = 0x6361_7073; // "caps"
@@ -66,19 +66,47 @@ pub(super) async fn payloads_trusted(pool: &PgPool, rules: &[&Rule]) -> sqlx::Re
     Ok(true)
 }
 
-/// One rule event found on a page.
-struct Event<'a> {
-    rule: &'a Rule,
-    record: usize,
+/// What one rule makes of one record, worked out in the reading stage: the event's key, the
+/// filter's verdict and the job, rendered ahead. What needs the database (a change against the
+/// last values seen, an event handled before, opt-outs, caps) is decided at write time.
+pub(super) struct Candidate {
+    /// Index in the run's rules.
+    rule: usize,
+    /// The event's idempotency key.
     key: String,
+    /// Field triggers: the field's value now (an event only if it differs from the last one).
+    now: Option<Value>,
+    /// The filter's verdict (an error is recorded as a skip if the event is new).
+    filter: Result<bool, String>,
+    /// The job, when the filter passed (a template error is recorded if the event is new).
+    job: Option<Result<Rendered, String>>,
 }
 
-/// Per record, what the page read.
+/// A job built ahead, with its payload already serialised.
+pub(super) struct Rendered {
+    job: PlannedJob,
+    payload: String,
+}
+
+/// One new rule event of a batch: `reads[read].candidates[candidate]`.
+struct Event {
+    read: usize,
+    candidate: usize,
+}
+
+/// Per record, what the reading stage prepared.
 pub(super) struct Read {
-    record: Record,
+    id: String,
+    cursor: DateTime<Utc>,
     phone: Option<String>,
+    name: Option<String>,
     opted_out: bool,
+    /// Created inside the run's window (for `created` and first-seen field triggers).
+    created_now: bool,
     watched: Value,
+    /// The record's variables as JSON text (`contacts.fields`; taken by [`Contacts::take`]).
+    fields: String,
+    candidates: Vec<Candidate>,
 }
 
 /// The part of an idempotency key that names the event; long values are hashed.
@@ -99,13 +127,18 @@ fn stamp(t: DateTime<Utc>) -> String {
 }
 
 /// The per-record work that needs no database: deleted records, opt-out flags, phones, watched
-/// values. Runs in the reading stage, alongside the previous batch's writes.
+/// values, and for each rule the event it could be, its filter and its job (templates rendered,
+/// quiet hours applied). Runs in the reading stage, alongside the previous batch's writes.
 pub(super) fn prepare(
-    templates: &super::template::Templates,
+    catalog: &Catalog,
     source: &Source,
+    rules: &[&Rule],
+    window_lower: DateTime<Utc>,
     records: Vec<Record>,
     skips: &mut Vec<(Option<String>, Option<String>, Skip)>,
 ) -> (Vec<Read>, Vec<String>) {
+    let templates = &catalog.templates;
+    let now = Utc::now();
     let mut reads: Vec<Read> = Vec::new();
     let mut deleted: Vec<String> = Vec::new();
     for record in records {
@@ -160,41 +193,198 @@ pub(super) fn prepare(
                 })
                 .collect(),
         );
+        let name = record::name_of(source, &record);
+        // `created` needs the record's creation time (checked at start-up): "first seen" would
+        // also match old records the first time they change after the source is set up.
+        let created_now = record
+            .created
+            .is_some_and(|created| created >= window_lower);
+        let candidates = match &phone {
+            Some(phone) => candidates(
+                catalog,
+                source,
+                rules,
+                &record,
+                phone,
+                name.as_deref(),
+                created_now,
+                now,
+            ),
+            None => Vec::new(),
+        };
         reads.push(Read {
-            record,
+            fields: record.variables.to_string(),
+            id: record.id,
+            cursor: record.cursor,
             phone,
+            name,
             opted_out,
+            created_now,
             watched,
+            candidates,
         });
     }
 
     (reads, deleted)
 }
 
-/// Writes everything about a batch of prepared records in `tx`: cancellations, watched values,
-/// contacts, and the rule events with their jobs.
+/// The events `rules` could see in a record with a usable phone, with their filters and jobs.
+#[allow(clippy::too_many_arguments)]
+fn candidates(
+    catalog: &Catalog,
+    source: &Source,
+    rules: &[&Rule],
+    record: &Record,
+    phone: &str,
+    name: Option<&str>,
+    created_now: bool,
+    now: DateTime<Utc>,
+) -> Vec<Candidate> {
+    let templates = &catalog.templates;
+    let mut found = Vec::new();
+    // Template contexts, built once per record: filters see the record, templates also see
+    // `contact` and `source`.
+    let mut record_context = None;
+    let mut job_context = None;
+    for (index, rule) in rules.iter().enumerate() {
+        let (event, now_value) = match rule.trigger {
+            Trigger::Created => {
+                if !created_now {
+                    continue;
+                }
+                ("created".to_owned(), None)
+            }
+            Trigger::Updated => (format!("updated@{}", stamp(record.cursor)), None),
+            Trigger::FieldChanged | Trigger::FieldEquals => {
+                let field = rule.field.as_deref().unwrap_or_default();
+                let value = lookup(&record.variables, field)
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                if value.is_null() || !rule.value.as_ref().is_none_or(|v| same(v, &value)) {
+                    continue;
+                }
+                let shown = text(&value).unwrap_or_else(|| value.to_string());
+                (
+                    format!("{field}={}@{}", event_part(&shown), stamp(record.cursor)),
+                    Some(value),
+                )
+            }
+        };
+        let filter = if rule.filter {
+            let context = record_context.get_or_insert_with(|| context(&record.variables));
+            templates
+                .test(&rule.template("filter"), context)
+                .map_err(|e| format!("record {}: rule {}: filter: {e}", record.id, rule.name))
+        } else {
+            Ok(true)
+        };
+        let key = format!("poll:{}:{}:{}:{}", source.name, rule.name, record.id, event);
+        let job = matches!(filter, Ok(true)).then(|| {
+            let context = job_context.get_or_insert_with(|| {
+                let mut variables = record.variables.clone();
+                if let Some(vars) = variables.as_object_mut() {
+                    vars.insert(
+                        "contact".to_owned(),
+                        json!({"phone": phone, "name": name, "external_id": record.id}),
+                    );
+                    vars.insert("source".to_owned(), json!(source.name));
+                }
+                context(&variables)
+            });
+            build_job(source, rule, templates, record, context, phone, now).map(|job| Rendered {
+                payload: job.payload.to_string(),
+                job: PlannedJob {
+                    idempotency_key: key.clone(),
+                    ..job
+                },
+            })
+        });
+        found.push(Candidate {
+            rule: index,
+            key,
+            now: now_value,
+            filter,
+            job,
+        });
+    }
+    found
+}
+
+/// The `timelines.contacts` rows of a batch: its records with a usable phone.
+#[derive(Default)]
+pub(super) struct Contacts {
+    ids: Vec<String>,
+    phones: Vec<String>,
+    names: Vec<Option<String>>,
+    fields: Vec<String>,
+    opted_out: Vec<bool>,
+}
+
+impl Contacts {
+    /// Takes the contact rows out of `reads` (their fields text moves here).
+    pub(super) fn take(reads: &mut [Read]) -> Self {
+        let mut rows = Self::default();
+        for read in reads.iter_mut() {
+            let Some(phone) = &read.phone else { continue };
+            rows.ids.push(read.id.clone());
+            rows.phones.push(phone.clone());
+            rows.names.push(read.name.take());
+            rows.fields.push(std::mem::take(&mut read.fields));
+            rows.opted_out.push(read.opted_out);
+        }
+        rows
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Inserts or updates the rows.
+    pub(super) async fn upsert(&self, conn: &mut PgConnection, source: &str) -> sqlx::Result<()> {
+        if self.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO timelines.contacts AS c (source, external_id, phone, name, fields, opted_out)
+             SELECT $1, x, p, n, f::jsonb, o
+               FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::boolean[]) AS t(x, p, n, f, o)
+             ON CONFLICT (source, external_id) DO UPDATE
+                SET phone = excluded.phone, name = excluded.name, fields = excluded.fields,
+                    opted_out = excluded.opted_out, last_seen = now()",
+        )
+        .bind(source)
+        .bind(&self.ids)
+        .bind(&self.phones)
+        .bind(&self.names)
+        .bind(&self.fields)
+        .bind(&self.opted_out)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+}
+
+/// Writes what a batch of prepared records does in `tx`: cancellations, watched values, and the
+/// new rule events with their jobs. (Its [`Contacts`] are written by the caller.)
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn write_batch(
     tx: &mut PgConnection,
     source: &Source,
     rules: &[&Rule],
-    catalog: &Catalog,
-    reads: Vec<Read>,
+    mut reads: Vec<Read>,
     deleted: Vec<String>,
     skips: &mut Vec<(Option<String>, Option<String>, Skip)>,
-    window_lower: DateTime<Utc>,
     report: &mut RunReport,
     dry_run: bool,
 ) -> sqlx::Result<()> {
-    let templates = &catalog.templates;
     if reads.is_empty() && deleted.is_empty() {
         return Ok(());
     }
     // Last values of the watched fields.
-    let ids: Vec<String> = reads.iter().map(|r| r.record.id.clone()).collect();
     let previous: HashMap<String, Value> = if source.watched.is_empty() {
         HashMap::new()
     } else {
+        let ids: Vec<&str> = reads.iter().map(|r| r.id.as_str()).collect();
         sqlx::query_as::<_, (String, Value)>(
             "SELECT external_id, watched FROM timelines.source_records
               WHERE source = $1 AND external_id = ANY($2)",
@@ -245,16 +435,12 @@ pub(super) async fn write_batch(
     }
 
     // Watched fields (only of records the rules could act on: a change seen while a record has
-    // no usable phone is not used up, it fires once the phone is there) and contacts.
-    {
-        // (Only sources whose rules watch fields keep them.)
-        let actionable: Vec<&Read> = reads
-            .iter()
-            .filter(|r| r.phone.is_some() && !source.watched.is_empty())
-            .collect();
-        let ids: Vec<&str> = actionable.iter().map(|r| r.record.id.as_str()).collect();
-        let cursors: Vec<DateTime<Utc>> = actionable.iter().map(|r| r.record.cursor).collect();
-        let watched: Vec<Value> = actionable.iter().map(|r| r.watched.clone()).collect();
+    // no usable phone is not used up, it fires once the phone is there).
+    if !source.watched.is_empty() {
+        let with_phone: Vec<&Read> = reads.iter().filter(|r| r.phone.is_some()).collect();
+        let ids: Vec<&str> = with_phone.iter().map(|r| r.id.as_str()).collect();
+        let cursors: Vec<DateTime<Utc>> = with_phone.iter().map(|r| r.cursor).collect();
+        let watched: Vec<&Value> = with_phone.iter().map(|r| &r.watched).collect();
         sqlx::query(
             "INSERT INTO timelines.source_records AS r (source, external_id, cursor_value, watched)
              SELECT $1, * FROM unnest($2::text[], $3::timestamptz[], $4::jsonb[])
@@ -270,111 +456,59 @@ pub(super) async fn write_batch(
         .bind(&watched)
         .execute(&mut *tx)
         .await?;
-
-        let with_phone: Vec<&Read> = reads.iter().filter(|r| r.phone.is_some()).collect();
-        let ids: Vec<&str> = with_phone.iter().map(|r| r.record.id.as_str()).collect();
-        let phones: Vec<&str> = with_phone
-            .iter()
-            .filter_map(|r| r.phone.as_deref())
-            .collect();
-        let names: Vec<Option<String>> = with_phone
-            .iter()
-            .map(|r| record::name_of(source, &r.record))
-            .collect();
-        let fields: Vec<Value> = with_phone
-            .iter()
-            .map(|r| r.record.variables.clone())
-            .collect();
-        let opted: Vec<bool> = with_phone.iter().map(|r| r.opted_out).collect();
-        sqlx::query(
-            "INSERT INTO timelines.contacts AS c (source, external_id, phone, name, fields, opted_out)
-             SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::jsonb[], $6::boolean[])
-             ON CONFLICT (source, external_id) DO UPDATE
-                SET phone = excluded.phone, name = excluded.name, fields = excluded.fields,
-                    opted_out = excluded.opted_out, last_seen = now()",
-        )
-        .bind(&source.name)
-        .bind(&ids)
-        .bind(&phones)
-        .bind(&names)
-        .bind(&fields)
-        .bind(&opted)
-        .execute(&mut *tx)
-        .await?;
     }
-
-    // Rule events.
+    // Rule events: a field trigger fires on a change against the last value seen.
     let mut events: Vec<Event> = Vec::new();
     for (index, read) in reads.iter().enumerate() {
-        if read.phone.is_none() {
-            continue;
-        }
-        let record = &read.record;
-        let before = previous.get(&record.id);
-        // `created` needs the record's creation time (checked at start-up): "first seen" would
-        // also match old records the first time they change after the source is set up.
-        let created_now = record
-            .created
-            .is_some_and(|created| created >= window_lower);
-        for rule in rules {
-            let event = match rule.trigger {
-                Trigger::Created => created_now.then(|| "created".to_owned()),
-                Trigger::Updated => Some(format!("updated@{}", stamp(record.cursor))),
-                Trigger::FieldChanged | Trigger::FieldEquals => {
-                    let field = rule.field.as_deref().unwrap_or_default();
-                    let now = lookup(&record.variables, field)
-                        .cloned()
-                        .unwrap_or(Value::Null);
-                    // A record seen before, but not with this field watched (the rule is new):
-                    // its value is the baseline, not a change.
-                    let known = before.is_some();
-                    let was = before.and_then(|w| w.get(field).cloned());
+        let before = previous.get(&read.id);
+        for (at, candidate) in read.candidates.iter().enumerate() {
+            let rule = rules[candidate.rule];
+            if let Some(now) = &candidate.now {
+                let field = rule.field.as_deref().unwrap_or_default();
+                let changed = match before {
+                    Some(last) => match last.get(field) {
+                        Some(was) => !same(was, now),
+                        // A record seen before, but not with this field watched (the rule is
+                        // new): its value is the baseline, not a change.
+                        None => false,
+                    },
                     // A record first seen: a change only if it was created in the window.
-                    let changed = match &was {
-                        Some(was) => !same(was, &now),
-                        None if known => false,
-                        None => created_now,
-                    };
-                    let wanted = rule.value.as_ref().is_none_or(|v| same(v, &now));
-                    let value = text(&now).unwrap_or_else(|| now.to_string());
-                    (changed && wanted && !now.is_null())
-                        .then(|| format!("{field}={}@{}", event_part(&value), stamp(record.cursor)))
+                    None => read.created_now,
+                };
+                if !changed {
+                    continue;
                 }
-            };
-            let Some(event) = event else { continue };
-            if rule.filter {
-                match templates.test(&rule.template("filter"), &context(&record.variables)) {
-                    Ok(true) => {}
-                    Ok(false) => continue,
-                    Err(e) => {
-                        skips.push((
-                            Some(record.id.clone()),
-                            Some(rule.name.clone()),
-                            Skip::new(
-                                "filter_error",
-                                format!("record {}: rule {}: filter: {e}", record.id, rule.name),
-                            ),
-                        ));
-                        continue;
-                    }
+            }
+            match &candidate.filter {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    skips.push((
+                        Some(read.id.clone()),
+                        Some(rule.name.clone()),
+                        Skip::new("filter_error", e.clone()),
+                    ));
+                    continue;
                 }
             }
             events.push(Event {
-                rule,
-                record: index,
-                key: format!("poll:{}:{}:{}:{}", source.name, rule.name, record.id, event),
+                read: index,
+                candidate: at,
             });
         }
     }
     if events.is_empty() {
         return Ok(());
     }
+    let key_of = |e: &Event| reads[e.read].candidates[e.candidate].key.as_str();
 
-    // Events handled before (re-reads, overlapping runs, a repeated page after a crash).
-    let keys: Vec<&str> = events.iter().map(|e| e.key.as_str()).collect();
+    // Events handled before (re-reads, overlapping runs, a repeated page after a crash): one
+    // index probe per key (a hash join would read the whole ledger).
+    let keys: Vec<&str> = events.iter().map(key_of).collect();
     let known: HashSet<String> = sqlx::query_scalar(
-        "SELECT e.idempotency_key FROM unnest($1::text[]) AS k(key)
-           JOIN timelines.rule_events e ON e.idempotency_key = k.key",
+        "SELECT k.key FROM unnest($1::text[]) AS k(key)
+           CROSS JOIN LATERAL (SELECT 1 FROM timelines.rule_events e
+                                WHERE e.idempotency_key = k.key LIMIT 1) AS e",
     )
     .bind(&keys)
     .fetch_all(&mut *tx)
@@ -382,30 +516,48 @@ pub(super) async fn write_batch(
     .into_iter()
     .collect();
     let before = events.len();
-    events.retain(|e| !known.contains(&e.key));
+    let mut claimed_keys: HashSet<&str> = HashSet::new();
+    events.retain(|e| !known.contains(key_of(e)) && claimed_keys.insert(key_of(e)));
     report.duplicates += (before - events.len()) as u64;
+    drop(claimed_keys);
 
-    let phones: Vec<&str> = events
-        .iter()
-        .filter_map(|e| reads[e.record].phone.as_deref())
-        .collect();
-    let opted_out: HashSet<String> = sqlx::query_scalar(
+    let phone_of = |e: &Event| {
+        reads[e.read]
+            .phone
+            .as_deref()
+            .expect("events are found for records with a phone")
+    };
+    let phones: Vec<&str> = events.iter().map(phone_of).collect();
+    // Opted out: in the tables, or by a record of this batch (whose contact row is written
+    // alongside, not before).
+    let mut opted_out: HashSet<String> = sqlx::query_scalar(
         "SELECT o.phone FROM unnest($1::text[]) AS p(phone)
            JOIN timelines.opt_outs o ON o.phone = p.phone
          UNION
          SELECT c.phone FROM unnest($1::text[]) AS p(phone)
-           JOIN timelines.contacts c ON c.phone = p.phone AND c.opted_out",
+           CROSS JOIN LATERAL (SELECT c.phone FROM timelines.contacts c
+                                WHERE c.phone = p.phone AND c.opted_out LIMIT 1) AS c",
     )
     .bind(&phones)
     .fetch_all(&mut *tx)
     .await?
     .into_iter()
     .collect();
+    opted_out.extend(
+        reads
+            .iter()
+            .filter(|r| r.opted_out)
+            .filter_map(|r| r.phone.clone()),
+    );
     // Messages per phone inside each cap window in use.
     let mut sent: HashMap<(u64, String), i64> = HashMap::new();
     let windows: HashSet<u64> = events
         .iter()
-        .filter_map(|e| e.rule.frequency_cap.map(|c| c.window.as_secs()))
+        .filter_map(|e| {
+            rules[reads[e.read].candidates[e.candidate].rule]
+                .frequency_cap
+                .map(|c| c.window.as_secs())
+        })
         .collect();
     if !windows.is_empty() {
         // Serialise cap checks per phone across concurrent runs (two sources, one contact).
@@ -433,63 +585,65 @@ pub(super) async fn write_batch(
             sent.insert((secs, phone), n);
         }
     }
+    drop(phones);
 
-    struct Outcome {
+    struct Outcome<'r> {
         key: String,
-        rule: String,
+        rule: &'r Rule,
         external_id: String,
-        phone: Option<String>,
+        phone: String,
         outcome: &'static str,
-        messages: bool,
         detail: Option<String>,
-        job: Option<PlannedJob>,
+        job: Option<Rendered>,
     }
-    let now = Utc::now();
-    let mut outcomes: Vec<Outcome> = Vec::new();
-    let mut claimed_keys: HashSet<String> = HashSet::new();
+    let mut outcomes: Vec<Outcome> = Vec::with_capacity(events.len());
     for event in &events {
-        if !claimed_keys.insert(event.key.clone()) {
-            continue;
-        }
-        let read = &reads[event.record];
-        let rule = event.rule;
+        let read = &mut reads[event.read];
+        let candidate = &mut read.candidates[event.candidate];
+        let rule = rules[candidate.rule];
         let phone = read
             .phone
             .clone()
             .expect("events are found for records with a phone");
         let messages = rule.messages_contact();
         let mut outcome = Outcome {
-            key: event.key.clone(),
-            rule: rule.name.clone(),
-            external_id: read.record.id.clone(),
-            phone: Some(phone.clone()),
+            key: std::mem::take(&mut candidate.key),
+            rule,
+            external_id: read.id.clone(),
+            phone,
             outcome: "enqueued",
-            messages,
             detail: None,
             job: None,
         };
-        if !rule.ignore_opt_out && (read.opted_out || opted_out.contains(&phone)) {
+        let phone = outcome.phone.as_str();
+        if !rule.ignore_opt_out && (read.opted_out || opted_out.contains(phone)) {
             outcome.outcome = "opted_out";
             outcome.detail = Some(format!("{phone} opted out"));
             skips.push((
-                Some(read.record.id.clone()),
+                Some(read.id.clone()),
                 Some(rule.name.clone()),
                 Skip::new(
                     "opted_out",
                     format!(
                         "record {}: rule {}: {phone} has opted out",
-                        read.record.id, rule.name
+                        read.id, rule.name
                     ),
                 ),
             ));
             outcomes.push(outcome);
             continue;
         }
-        if messages && let Some(cap) = rule.frequency_cap {
+        let job = candidate
+            .job
+            .take()
+            .expect("events are found for candidates whose filter passed");
+        let cap = rule.frequency_cap.filter(|_| messages);
+        if let Some(cap) = cap {
             let count = sent
-                .entry((cap.window.as_secs(), phone.clone()))
+                .entry((cap.window.as_secs(), phone.to_owned()))
                 .or_default();
-            if *count >= i64::from(cap.max) {
+            // (A job that could not be built sends nothing, so it takes no share of the cap.)
+            if job.is_ok() && *count >= i64::from(cap.max) {
                 outcome.outcome = "capped";
                 outcome.detail = Some(format!(
                     "{} messages to {phone} in {} h already",
@@ -497,13 +651,13 @@ pub(super) async fn write_batch(
                     cap.window.as_secs() / 3600
                 ));
                 skips.push((
-                    Some(read.record.id.clone()),
+                    Some(read.id.clone()),
                     Some(rule.name.clone()),
                     Skip::new(
                         "frequency_cap",
                         format!(
                             "record {}: rule {}: {phone} reached the cap of {} per {} h",
-                            read.record.id,
+                            read.id,
                             rule.name,
                             cap.max,
                             cap.window.as_secs() / 3600
@@ -513,25 +667,17 @@ pub(super) async fn write_batch(
                 outcomes.push(outcome);
                 continue;
             }
-            *count += 1;
-        }
-        match build_job(source, rule, catalog, read, &phone, now) {
-            Ok(job) => {
-                outcome.job = Some(PlannedJob {
-                    idempotency_key: event.key.clone(),
-                    ..job
-                })
+            if job.is_ok() {
+                *count += 1;
             }
+        }
+        match job {
+            Ok(job) => outcome.job = Some(job),
             Err(detail) => {
-                if messages && let Some(cap) = rule.frequency_cap {
-                    *sent
-                        .entry((cap.window.as_secs(), phone.clone()))
-                        .or_default() -= 1;
-                }
                 outcome.outcome = "skipped";
                 outcome.detail = Some(detail.clone());
                 skips.push((
-                    Some(read.record.id.clone()),
+                    Some(read.id.clone()),
                     Some(rule.name.clone()),
                     Skip::new("template_error", detail),
                 ));
@@ -540,27 +686,32 @@ pub(super) async fn write_batch(
         outcomes.push(outcome);
     }
 
-    // The jobs: one statement for the page; if a payload is refused by the table's checks, each
-    // job alone, so one bad job is recorded and the others go in.
-    let jobs: Vec<&PlannedJob> = outcomes.iter().filter_map(|o| o.job.as_ref()).collect();
+    // The jobs: one plain INSERT for the batch (the events were found new above, and a source
+    // is polled by one run at a time). If it fails (a key a user's job already has, a payload
+    // the table refuses), each job alone, skipping taken keys, so one bad job is recorded and
+    // the others go in.
+    let jobs: Vec<(&Rule, &Rendered)> = outcomes
+        .iter()
+        .filter_map(|o| o.job.as_ref().map(|j| (o.rule, j)))
+        .collect();
     let mut ids_by_key: HashMap<String, i64> = HashMap::new();
     let mut refused: HashMap<String, String> = HashMap::new();
     if !jobs.is_empty() {
-        sqlx::query("SAVEPOINT page_jobs").execute(&mut *tx).await?;
-        match insert_jobs(tx, &jobs, rules).await {
+        sqlx::query("SAVEPOINT batch_jobs").execute(&mut *tx).await?;
+        match insert_jobs(tx, &jobs, false).await {
             Ok(rows) => {
-                sqlx::query("RELEASE SAVEPOINT page_jobs")
+                sqlx::query("RELEASE SAVEPOINT batch_jobs")
                     .execute(&mut *tx)
                     .await?;
                 ids_by_key.extend(rows);
             }
             Err(sqlx::Error::Database(_)) => {
-                sqlx::query("ROLLBACK TO SAVEPOINT page_jobs")
+                sqlx::query("ROLLBACK TO SAVEPOINT batch_jobs")
                     .execute(&mut *tx)
                     .await?;
                 for job in &jobs {
                     sqlx::query("SAVEPOINT one_job").execute(&mut *tx).await?;
-                    match insert_jobs(tx, std::slice::from_ref(job), rules).await {
+                    match insert_jobs(tx, std::slice::from_ref(job), true).await {
                         Ok(rows) => {
                             sqlx::query("RELEASE SAVEPOINT one_job")
                                 .execute(&mut *tx)
@@ -571,7 +722,10 @@ pub(super) async fn write_batch(
                             sqlx::query("ROLLBACK TO SAVEPOINT one_job")
                                 .execute(&mut *tx)
                                 .await?;
-                            refused.insert(job.idempotency_key.clone(), e.message().to_owned());
+                            refused.insert(
+                                job.1.job.idempotency_key.clone(),
+                                e.message().to_owned(),
+                            );
                         }
                         Err(other) => return Err(other),
                     }
@@ -580,51 +734,51 @@ pub(super) async fn write_batch(
             Err(other) => return Err(other),
         }
     }
+    drop(jobs);
     for outcome in &mut outcomes {
         if let Some(message) = refused.remove(&outcome.key) {
             outcome.outcome = "skipped";
             outcome.detail = Some(format!("job refused: {message}"));
             skips.push((
                 Some(outcome.external_id.clone()),
-                Some(outcome.rule.clone()),
+                Some(outcome.rule.name.clone()),
                 Skip::new(
                     "job_refused",
                     format!(
                         "record {}: rule {}: {message}",
-                        outcome.external_id, outcome.rule
+                        outcome.external_id, outcome.rule.name
                     ),
                 ),
             ));
             outcome.job = None;
         }
     }
-    for outcome in &outcomes {
-        if let Some(job) = &outcome.job {
+    for outcome in &mut outcomes {
+        if let Some(rendered) = outcome.job.take() {
             report.jobs_created += 1;
             if report.planned.len() < MAX_PLANNED {
-                report.planned.push(job.clone());
+                report.planned.push(rendered.job);
             }
         }
     }
 
     let keys: Vec<&str> = outcomes.iter().map(|o| o.key.as_str()).collect();
-    let rule_names: Vec<&str> = outcomes.iter().map(|o| o.rule.as_str()).collect();
+    let rule_names: Vec<&str> = outcomes.iter().map(|o| o.rule.name.as_str()).collect();
     let externals: Vec<&str> = outcomes.iter().map(|o| o.external_id.as_str()).collect();
-    let phones: Vec<Option<&str>> = outcomes.iter().map(|o| o.phone.as_deref()).collect();
+    let phones: Vec<&str> = outcomes.iter().map(|o| o.phone.as_str()).collect();
     let kinds: Vec<&str> = outcomes.iter().map(|o| o.outcome).collect();
     let job_ids: Vec<Option<i64>> = outcomes
         .iter()
         .map(|o| ids_by_key.get(&o.key).copied())
         .collect();
-    let messages: Vec<bool> = outcomes.iter().map(|o| o.messages).collect();
+    let messages: Vec<bool> = outcomes.iter().map(|o| o.rule.messages_contact()).collect();
     let details: Vec<Option<&str>> = outcomes.iter().map(|o| o.detail.as_deref()).collect();
     sqlx::query(
         "INSERT INTO timelines.rule_events
              (idempotency_key, source, rule, external_id, phone, outcome, job_id, messages, detail, run_id)
          SELECT k, $2, r, x, p, o, j, m, d, $10
            FROM unnest($1::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[],
-                       $8::boolean[], $9::text[]) AS t(k, r, x, p, o, j, m, d)
-         ON CONFLICT (idempotency_key) DO NOTHING",
+                       $8::boolean[], $9::text[]) AS t(k, r, x, p, o, j, m, d)",
     )
     .bind(&keys)
     .bind(&source.name)
@@ -641,36 +795,41 @@ pub(super) async fn write_batch(
     Ok(())
 }
 
+/// Inserts `jobs`; with `skip_taken`, a job whose idempotency key another job has is skipped
+/// (`ON CONFLICT DO NOTHING`, which costs about a third more per row than a plain INSERT).
 async fn insert_jobs(
     tx: &mut PgConnection,
-    jobs: &[&PlannedJob],
-    rules: &[&Rule],
+    jobs: &[(&Rule, &Rendered)],
+    skip_taken: bool,
 ) -> sqlx::Result<Vec<(String, i64)>> {
-    let rule_of = |name: &str| rules.iter().find(|r| r.name == name).copied();
-    let kinds: Vec<&str> = jobs.iter().map(|j| j.kind.as_str()).collect();
-    let payloads: Vec<&Value> = jobs.iter().map(|j| &j.payload).collect();
-    let workspaces: Vec<&str> = jobs
+    let kinds: Vec<&str> = jobs.iter().map(|(r, _)| r.action.as_str()).collect();
+    let payloads: Vec<&str> = jobs.iter().map(|(_, j)| j.payload.as_str()).collect();
+    let workspaces: Vec<&str> = jobs.iter().map(|(r, _)| r.workspace.as_str()).collect();
+    let run_at: Vec<DateTime<Utc>> = jobs.iter().map(|(_, j)| j.job.run_at).collect();
+    let priorities: Vec<i32> = jobs.iter().map(|(r, _)| r.priority).collect();
+    let keys: Vec<&str> = jobs
         .iter()
-        .map(|j| rule_of(&j.rule).map_or("default", |r| r.workspace.as_str()))
+        .map(|(_, j)| j.job.idempotency_key.as_str())
         .collect();
-    let run_at: Vec<DateTime<Utc>> = jobs.iter().map(|j| j.run_at).collect();
-    let priorities: Vec<i32> = jobs
-        .iter()
-        .map(|j| rule_of(&j.rule).map_or(0, |r| r.priority))
-        .collect();
-    let keys: Vec<&str> = jobs.iter().map(|j| j.idempotency_key.as_str()).collect();
-    let attempts: Vec<Option<i32>> = jobs
-        .iter()
-        .map(|j| rule_of(&j.rule).and_then(|r| r.max_attempts))
-        .collect();
-    sqlx::query_as(
-        "INSERT INTO timelines.jobs (kind, payload, workspace, run_at, priority, idempotency_key, max_attempts)
-         SELECT k, p, w, r, pr, key, coalesce(a, 20)
-           FROM unnest($1::text[], $2::jsonb[], $3::text[], $4::timestamptz[], $5::int[], $6::text[], $7::int[])
-                AS t(k, p, w, r, pr, key, a)
-         ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-         RETURNING idempotency_key, id",
-    )
+    let attempts: Vec<Option<i32>> = jobs.iter().map(|(r, _)| r.max_attempts).collect();
+    macro_rules! insert {
+        ($tail:literal) => {
+            concat!(
+                "INSERT INTO timelines.jobs (kind, payload, workspace, run_at, priority, idempotency_key, max_attempts)
+                 SELECT k, p::jsonb, w, r, pr, key, coalesce(a, 20)
+                   FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::int[],
+                               $6::text[], $7::int[]) AS t(k, p, w, r, pr, key, a)",
+                $tail,
+                " RETURNING idempotency_key, id"
+            )
+        };
+    }
+    let sql = if skip_taken {
+        insert!(" ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING")
+    } else {
+        insert!("")
+    };
+    sqlx::query_as(sql)
     .bind(&kinds)
     .bind(&payloads)
     .bind(&workspaces)
@@ -682,55 +841,38 @@ async fn insert_jobs(
     .await
 }
 
-/// The job for one event: payload from the rule (templates rendered over the record's
-/// variables and `contact`), the phone, the run time after the delay and quiet hours.
+/// The job for one event: payload from the rule (templates rendered over `context`, the
+/// record's variables with `contact` and `source`), the phone, the run time after the delay and
+/// quiet hours.
 fn build_job(
     source: &Source,
     rule: &Rule,
-    catalog: &Catalog,
-    read: &Read,
+    templates: &Templates,
+    record: &Record,
+    ctx: &minijinja::Value,
     phone: &str,
     now: DateTime<Utc>,
 ) -> Result<PlannedJob, String> {
-    let mut variables = read.record.variables.clone();
-    if let Some(vars) = variables.as_object_mut() {
-        vars.insert(
-            "contact".to_owned(),
-            json!({
-                "phone": phone,
-                "name": record::name_of(source, &read.record),
-                "external_id": read.record.id,
-            }),
-        );
-        vars.insert("source".to_owned(), json!(source.name));
-    }
-    let ctx = context(&variables);
-    let templates = &catalog.templates;
     let mut payload = rule.payload.clone();
     for field in &rule.payload_templates {
         let value = templates
-            .render(&rule.template(&format!("payload:{field}")), &ctx)
+            .render(&rule.template(&format!("payload:{field}")), ctx)
             .map_err(|e| {
                 format!(
                     "record {}: rule {}: payload.{field}: {e}",
-                    read.record.id, rule.name
+                    record.id, rule.name
                 )
             })?;
         payload.insert(field.clone(), Value::String(value));
     }
     if rule.text {
         let text = templates
-            .render(&rule.template("text"), &ctx)
-            .map_err(|e| {
-                format!(
-                    "record {}: rule {}: template: {e}",
-                    read.record.id, rule.name
-                )
-            })?;
+            .render(&rule.template("text"), ctx)
+            .map_err(|e| format!("record {}: rule {}: template: {e}", record.id, rule.name))?;
         if text.trim().is_empty() {
             return Err(format!(
                 "record {}: rule {}: the message is empty",
-                read.record.id, rule.name
+                record.id, rule.name
             ));
         }
         payload.insert("text".to_owned(), Value::String(text));
@@ -743,14 +885,14 @@ fn build_job(
         let zone = source
             .timezone_field
             .as_deref()
-            .and_then(|f| lookup(&read.record.variables, f))
+            .and_then(|f| lookup(&record.variables, f))
             .and_then(text)
             .and_then(|z| z.parse::<Tz>().ok());
         run_at = after_quiet_hours(run_at, quiet, zone);
     }
     Ok(PlannedJob {
         rule: rule.name.clone(),
-        record: read.record.id.clone(),
+        record: record.id.clone(),
         kind: rule.action.clone(),
         payload: Value::Object(payload),
         run_at,
