@@ -11,7 +11,9 @@ use sqlx::PgPool;
 use timelines_sync::config::{ProcessEnv, Settings};
 use timelines_sync::sources::Catalog;
 use timelines_sync::sources::engine::{Mode, Poller, RunError, RunReport};
+use timelines_sync::sources::spec::SourceKind;
 
+use crate::fakes::Clock;
 use crate::fakes::generic::GenericApi;
 use crate::fakes::hubspot::HubSpot;
 use crate::helpers::{TestDb, test_db};
@@ -34,13 +36,26 @@ pub(crate) async fn poller(toml: &str) -> (TestDb, Poller) {
 }
 
 pub(crate) async fn poller_on(pool: &PgPool, toml: &str) -> Poller {
+    poller_waiting(pool, toml, None).await
+}
+
+/// A poller for `toml` on `pool` whose HTTP sources, given a `clock`, wait on it (advancing it)
+/// instead of sleeping.
+pub(crate) async fn poller_waiting(pool: &PgPool, toml: &str, clock: Option<&Clock>) -> Poller {
     let settings = Settings::parse(toml, std::path::Path::new("t.toml")).expect("config parses");
     settings.validate(&ProcessEnv).expect("config is valid");
     timelines_sync::db::sync_workspaces(pool, &settings, &[])
         .await
         .unwrap();
-    let catalog = Arc::new(Catalog::build(&settings, &ProcessEnv).unwrap());
-    let mut poller = Poller::new(pool.clone(), catalog, "test-instance");
+    let mut catalog = Catalog::build(&settings, &ProcessEnv).unwrap();
+    if let Some(clock) = clock {
+        for source in catalog.sources.values_mut() {
+            if let SourceKind::Http(spec) = &mut Arc::make_mut(source).kind {
+                spec.sleep = Arc::new(clock.clone());
+            }
+        }
+    }
+    let mut poller = Poller::new(pool.clone(), Arc::new(catalog), "test-instance");
     poller.retry_base = Duration::from_millis(20);
     poller
 }
@@ -361,20 +376,29 @@ async fn rate_limits_are_waited_out_with_and_without_retry_after() {
         ago(20),
         ago(20),
     );
-    let (db, poller) = poller(&hubspot_contacts_config(&hubspot.url, ago(60), "")).await;
+    let db = test_db().await;
+    let config = hubspot_contacts_config(&hubspot.url, ago(60), "");
+    // The poller waits on the fake's clock: the waits are recorded, not slept.
+    let clock = hubspot.clock();
+    let poller = poller_waiting(&db.pool, &config, Some(clock)).await;
     hubspot.fail_next(429, Some("1"), 1);
-    let started = std::time::Instant::now();
     let report = run(&poller, "hubspot_main").await;
-    assert!(
-        started.elapsed() >= Duration::from_millis(900),
+    assert_eq!(
+        clock.waits(),
+        [Duration::from_secs(1)],
         "Retry-After was honoured"
     );
     assert_eq!((report.requests, report.jobs_created), (2, 1));
 
-    // Without Retry-After: exponential backoff.
+    // Without Retry-After: exponential backoff (from the test's 20 ms).
     hubspot.fail_next(429, None, 2);
     let report = run(&poller, "hubspot_main").await;
     assert_eq!(report.requests, 3);
+    let waits = clock.waits();
+    assert!(
+        waits.len() == 3 && waits[1] >= Duration::from_millis(20) && waits[2] > waits[1],
+        "{waits:?}"
+    );
     // A bad gateway is retried too.
     hubspot.fail_next(502, None, 1);
     let report = run(&poller, "hubspot_main").await;

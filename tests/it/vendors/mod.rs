@@ -14,15 +14,10 @@ mod zendesk;
 mod zoho;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use sqlx::PgPool;
-use timelines_sync::config::{ProcessEnv, Settings};
-use timelines_sync::sources::Catalog;
 use timelines_sync::sources::engine::{Mode, Poller, RunError, RunReport};
-use timelines_sync::sources::spec::SourceKind;
 
 use crate::fakes::Clock;
 use crate::helpers::{TestDb, test_db};
@@ -84,20 +79,7 @@ impl Harness {
     /// A poller of `toml` on a fresh database; its HTTP sources wait on `clock`.
     pub async fn start(toml: &str, clock: &Clock) -> Self {
         let db = test_db().await;
-        let settings =
-            Settings::parse(toml, std::path::Path::new("t.toml")).expect("config parses");
-        settings.validate(&ProcessEnv).expect("config is valid");
-        timelines_sync::db::sync_workspaces(&db.pool, &settings, &[])
-            .await
-            .unwrap();
-        let mut catalog = Catalog::build(&settings, &ProcessEnv).unwrap();
-        for source in catalog.sources.values_mut() {
-            if let SourceKind::Http(spec) = &mut Arc::make_mut(source).kind {
-                spec.sleep = Arc::new(clock.clone());
-            }
-        }
-        let mut poller = Poller::new(db.pool.clone(), Arc::new(catalog), "test-instance");
-        poller.retry_base = Duration::from_millis(20);
+        let poller = crate::sources::poller_waiting(&db.pool, toml, Some(clock)).await;
         Self { db, poller }
     }
 

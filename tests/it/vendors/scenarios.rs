@@ -304,6 +304,7 @@ pub async fn equal_timestamps(preset: &impl Preset) {
             .await,
         7
     );
+    h.assert_never_stored(preset.secret()).await;
 }
 
 /// A new record and a new version of a read one reach the API late; the next run picks each
@@ -443,7 +444,12 @@ pub async fn rate_limit(preset: &impl Preset) {
 
             assert!(error.to_string().contains(reason), "{error}");
             assert_eq!(answered(status), tries);
-            assert_eq!(clock.waits().len(), tries - 1, "only the retries paused");
+            let waits = clock.waits();
+            assert_eq!(waits.len(), tries - 1, "only the retries paused");
+            assert!(
+                waits.windows(2).all(|pair| pair[0] < pair[1]),
+                "without a time from the vendor the pauses back off: {waits:?}"
+            );
             let run = &h.runs().await[0];
             assert_eq!(run.status, "failed");
             assert!(run.error.as_deref().unwrap_or("").contains(reason));
@@ -582,6 +588,7 @@ pub async fn failed_commit(preset: &impl Preset) {
 
     assert_eq!(report.jobs_created, 5);
     assert_eq!(h.phones_by_record().await, once_each(preset, 1..=5));
+    h.assert_never_stored(preset.secret()).await;
 }
 
 /// 1,300 records make two write batches. The second batch's write waits on a lock the test
