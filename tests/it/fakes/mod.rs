@@ -200,15 +200,20 @@ async fn handle<V: Vendor>(
         body: &body,
         now: inner.clock.now(),
     };
-    let response = state.vendor.respond(&request);
+    let mut response = state.vendor.respond(&request);
+    // The vendor's clock is the fake's: a poller reads the server's time from `Date`.
+    let date = httpdate::fmt_http_date(request.now.into());
+    let date = HeaderValue::from_str(&date).expect("an HTTP date is a valid header value");
+    response.headers_mut().insert(header::DATE, date);
     let logged = Request::new(&method, &uri, &headers, &body, response.status().as_u16());
     state.log.push(logged);
     response
 }
 
-/// The fakes' clock: real time, or frozen and moved only by [`Clock::advance`]. A poller given
-/// this clock as its [`Sleep`] advances it instead of waiting, so a vendor's minute-long
-/// `Retry-After` is honoured in no time and the fake sees the minute pass.
+/// The fakes' clock, sent as each answer's `Date`: real time, or frozen and moved only by
+/// [`Clock::advance`]. A poller given this clock as its [`Sleep`] advances it instead of
+/// waiting, so a vendor's minute-long `Retry-After` is honoured in no time and the fake sees the
+/// minute pass.
 #[derive(Clone, Debug, Default)]
 pub struct Clock(Arc<Mutex<ClockState>>);
 
