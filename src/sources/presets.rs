@@ -332,8 +332,8 @@ fn zendesk(stream: &str) -> SourceSettings {
 }
 
 /// Salesforce REST query: SOQL on `SystemModstamp` (system-maintained and indexed, unlike the
-/// back-datable `LastModifiedDate`), inclusive lower and exclusive upper bound as unquoted
-/// datetime literals, ordered by it and `Id`, through `queryAll` so deleted rows come with
+/// back-datable `LastModifiedDate`), inclusive lower and exclusive upper bound (rounded up to
+/// the second) as unquoted datetime literals, ordered by it and `Id`, through `queryAll` so deleted rows come with
 /// `IsDeleted` (skipped, their queued jobs cancelled); pages follow the relative
 /// `nextRecordsUrl`. The daily API budget's 403 `REQUEST_LIMIT_EXCEEDED` stops the run (it is
 /// not retried); the cursor stays at the last batch written.
@@ -341,9 +341,14 @@ fn salesforce(object: &str, phones: &[&str]) -> SourceSettings {
     let mut fields = vec!["Id", "FirstName", "LastName"];
     fields.extend_from_slice(phones);
     fields.extend_from_slice(&["SystemModstamp", "CreatedDate", "IsDeleted"]);
+    // SOQL datetime literals have whole seconds and the window's end has milliseconds: the end
+    // is rounded up, never down (rows at or past the window's end are left to the next run by
+    // the poller itself), or a row in the window's last second would be left out for good when
+    // there is no lookback.
     let soql = format!(
         "SELECT {} FROM {object} WHERE SystemModstamp >= {{{{ cursor.lower | rfc3339 }}}} \
-         AND SystemModstamp < {{{{ cursor.upper | rfc3339 }}}} ORDER BY SystemModstamp ASC, Id ASC",
+         AND SystemModstamp < {{{{ cursor.upper | shift(1) | rfc3339 }}}} \
+         ORDER BY SystemModstamp ASC, Id ASC",
         fields.join(", ")
     );
     // Mobile first: it is the one most likely on WhatsApp.

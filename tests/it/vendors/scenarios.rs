@@ -205,7 +205,7 @@ fn seconds(n: u64) -> chrono::Duration {
 }
 
 /// Record id → the phones of its jobs, for records `numbers` each messaged once as seeded.
-fn once_each(
+pub fn once_each(
     preset: &impl Preset,
     numbers: impl IntoIterator<Item = u64>,
 ) -> BTreeMap<String, Vec<String>> {
