@@ -1,13 +1,11 @@
 //! Salesforce: `salesforce.contacts` and `salesforce.leads` against the fake org, every scenario
 //! of [`super::scenarios`] for each, and the presets' own details.
 
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use timelines_sync::sources::engine::Mode;
 
-use super::scenarios::{Config, Deletion, Person, Preset, Throttle, once_each};
+use super::scenarios::{Deletion, Person, Preset, Throttle};
 use super::{ago, quoted, rfc};
 use crate::fakes::salesforce::Salesforce;
 use crate::fakes::{Clock, Request};
@@ -208,39 +206,5 @@ template = "Hi {{{{ FirstName }}}}"
     assert!(
         error.to_string().contains("REQUEST_LIMIT_EXCEEDED"),
         "{error}"
-    );
-}
-
-/// A window ends with milliseconds; SOQL datetime literals have whole seconds. Without a
-/// lookback, and with the org's clock ahead (so its `Date` does not move the window's end), a
-/// row modified in the second the window ends in must still be read, by this run or the next.
-#[tokio::test]
-async fn a_row_in_the_second_the_window_ends_in_is_read_by_this_run_or_the_next() {
-    let org = Org::contacts().await;
-    org.clock().advance(Duration::from_secs(30));
-    let h = Config::new(&org)
-        .set("lookback_seconds", 0)
-        .set("settle_seconds", 2)
-        .start(&org)
-        .await;
-    // One row in every second around where the run's window ends (now - settle).
-    let now = ago(0);
-    let rows: Vec<(u64, DateTime<Utc>)> = (1..)
-        .zip(-6i64..=1)
-        .map(|(n, s)| (n, now + chrono::Duration::seconds(s)))
-        .collect();
-    for (n, at) in &rows {
-        org.put(*n, &Person::numbered(*n), *at);
-    }
-
-    h.run().await;
-    h.run().await;
-
-    let cursor = h.state().await.cursor_value;
-    let passed = rows.iter().filter(|(_, at)| *at < cursor).map(|(n, _)| *n);
-    assert_eq!(
-        h.phones_by_record().await,
-        once_each(&org, passed),
-        "every row before the cursor was read (cursor {cursor})"
     );
 }

@@ -205,7 +205,7 @@ fn seconds(n: u64) -> chrono::Duration {
 }
 
 /// Record id → the phones of its jobs, for records `numbers` each messaged once as seeded.
-pub fn once_each(
+fn once_each(
     preset: &impl Preset,
     numbers: impl IntoIterator<Item = u64>,
 ) -> BTreeMap<String, Vec<String>> {
@@ -395,6 +395,48 @@ pub async fn deletions(preset: &impl Preset) {
         (preset.external_id(4), queued),
     ]);
     assert_eq!(states, expected);
+}
+
+/// A window ends with milliseconds where vendors' filters have whole seconds. Without a
+/// lookback, and with the vendor's clock ahead (so its `Date` does not move the window's end),
+/// a record changed in every second around the window's end: each one before the cursor is read
+/// by the first run or the second, and none twice.
+pub async fn window_end(preset: &impl Preset) {
+    preset.clock().advance(Duration::from_secs(90));
+    let h = Config::new(preset)
+        .set("lookback_seconds", 0)
+        .set("settle_seconds", 2)
+        .start(preset)
+        .await;
+    let now = ago(0);
+    let records: Vec<(u64, DateTime<Utc>)> = (1..)
+        .zip(-6i64..=1)
+        .map(|(n, s)| (n, now + chrono::Duration::seconds(s)))
+        .collect();
+    for (n, at) in &records {
+        preset.put(*n, &Person::numbered(*n), *at);
+    }
+
+    h.run().await;
+    h.run().await;
+
+    let cursor = h.state().await.cursor_value;
+    let read = h.phones_by_record().await;
+    for (n, at) in &records {
+        let phones = read.get(&preset.external_id(*n));
+        if *at < cursor {
+            assert_eq!(
+                phones,
+                Some(&vec![phone_of(*n)]),
+                "record {n} at {at}, cursor {cursor}"
+            );
+        } else {
+            assert!(
+                phones.is_none_or(|p| p.len() == 1),
+                "record {n}: {phones:?}"
+            );
+        }
+    }
 }
 
 /// Twelve records, one per page, against the vendor's rate limit: the run waits out what the
@@ -751,6 +793,11 @@ macro_rules! preset_scenarios {
         #[tokio::test]
         async fn deleted_records_are_never_messaged_and_seen_deletions_cancel_queued_jobs() {
             $crate::vendors::scenarios::deletions(&$preset).await;
+        }
+
+        #[tokio::test]
+        async fn a_change_in_the_last_second_of_a_window_is_read_by_this_run_or_the_next() {
+            $crate::vendors::scenarios::window_end(&$preset).await;
         }
 
         #[tokio::test]
