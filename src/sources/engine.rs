@@ -384,42 +384,50 @@ impl Poller {
             None
         };
         let mut batch_tx = self.pool.begin().await.map_err(db)?;
-        // The contacts go in on a connection of their own while the rule events and jobs go in
-        // on this one, so Postgres works on both at once; they commit first, so the cursor never
-        // passes contacts not written (a failure after their commit repeats an idempotent
-        // upsert when the batch is read again). Without a spare connection, in this one.
+        // Three connections when the pool has them to spare, so Postgres works on the batch's
+        // parts at once: this one (rule events, watched values, cursor), one for the jobs and
+        // one for the contacts. The other two commit first: the cursor never passes a contact or
+        // job not written, and a failure after their commit is repeated idempotently when the
+        // batch is read again (contacts are upserted, a job's key is found taken and linked).
         let mut reads = reads;
         let contacts = Contacts::take(&mut reads);
         let mut contacts_tx = if contacts.is_empty() {
             None
         } else {
-            match self.pool.try_acquire() {
-                Some(conn) => Some(sqlx::Transaction::begin(conn, None).await.map_err(db)?),
-                None => {
-                    contacts
-                        .upsert(&mut batch_tx, &source.name)
-                        .await
-                        .map_err(db)?;
-                    None
-                }
-            }
+            self.side_transaction().await.map_err(db)?
         };
-        let tx: &mut PgConnection = &mut batch_tx;
+        let mut jobs_tx = self.side_transaction().await.map_err(db)?;
         // Plans for this batch's arrays and the tables as they are now: a plan cached while the
         // tables were empty would scan them whole on every batch of a large first import.
         sqlx::query("SET LOCAL plan_cache_mode = force_custom_plan")
-            .execute(&mut *tx)
+            .execute(&mut *batch_tx)
             .await
             .map_err(db)?;
         if trusted {
-            sqlx::query("SET LOCAL timelines.payloads_checked = on")
-                .execute(&mut *tx)
+            for tx in std::iter::once(&mut batch_tx).chain(jobs_tx.as_mut()) {
+                sqlx::query("SET LOCAL timelines.payloads_checked = on")
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(db)?;
+            }
+        }
+        if contacts_tx.is_none() {
+            contacts
+                .upsert(&mut batch_tx, &source.name)
                 .await
                 .map_err(db)?;
         }
         let (written, contacts_written) = tokio::join!(
             write_batch(
-                tx, source, rules, reads, deleted, &mut skips, report, dry_run
+                &mut batch_tx,
+                jobs_tx.as_deref_mut(),
+                source,
+                rules,
+                reads,
+                deleted,
+                &mut skips,
+                report,
+                dry_run
             ),
             async {
                 match &mut contacts_tx {
@@ -430,6 +438,7 @@ impl Poller {
         );
         written.map_err(db)?;
         contacts_written.map_err(db)?;
+        let tx: &mut PgConnection = &mut batch_tx;
         if let Some((cursor, boundary)) = checkpoint
             && cursor >= state.cursor
         {
@@ -487,7 +496,7 @@ impl Poller {
             }
             update_counters(tx, run_id, report).await.map_err(db)?;
         }
-        if let Some(side) = contacts_tx {
+        for side in contacts_tx.into_iter().chain(jobs_tx) {
             let done = if dry_run {
                 side.rollback().await
             } else {
@@ -501,6 +510,23 @@ impl Poller {
             batch_tx.commit().await
         };
         done.map_err(db)
+    }
+
+    /// A transaction on a connection the pool has idle, for writing part of a batch alongside
+    /// the batch's own; None when there is none to spare (that part then goes in the batch's).
+    /// A wait for a lock is bounded, so two parts of one batch can never wait on each other
+    /// for good.
+    async fn side_transaction(
+        &self,
+    ) -> sqlx::Result<Option<sqlx::Transaction<'static, sqlx::Postgres>>> {
+        let Some(conn) = self.pool.try_acquire() else {
+            return Ok(None);
+        };
+        let mut tx = sqlx::Transaction::begin(conn, None).await?;
+        sqlx::query("SET LOCAL lock_timeout = '60s'")
+            .execute(&mut *tx)
+            .await?;
+        Ok(Some(tx))
     }
 
     async fn sql_pool(&self, source: &Source) -> Result<PgPool, String> {

@@ -11,5 +11,6 @@ mod quota;
 mod shutdown;
 mod sources;
 mod sources_pitfalls;
+mod sources_write;
 mod sql_api;
 mod vendors;
