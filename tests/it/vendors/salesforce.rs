@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use timelines_sync::sources::engine::Mode;
 
-use super::scenarios::{Deletion, Person, Preset, Throttle};
+use super::scenarios::{Config, Deletion, Person, Preset, Throttle};
 use super::{ago, quoted, rfc};
 use crate::fakes::salesforce::Salesforce;
 use crate::fakes::{Clock, Request};
@@ -207,4 +207,62 @@ template = "Hi {{{{ FirstName }}}}"
         error.to_string().contains("REQUEST_LIMIT_EXCEEDED"),
         "{error}"
     );
+}
+
+/// With `oauth2_refresh` (README: Salesforce), an access token is fetched before the first
+/// request of a run and again when Salesforce answers 401 `INVALID_SESSION_ID`; the request is
+/// then repeated and nothing is lost; no secret is stored.
+#[tokio::test]
+async fn an_expired_salesforce_session_is_refreshed_once_and_the_request_repeated() {
+    let org = Org::contacts().await;
+    org.fake
+        .configure_oauth("client-1", "client-secret", "refresh-secret");
+    for n in 1..=5 {
+        org.put(
+            n,
+            &Person::numbered(n),
+            ago(30) + chrono::Duration::seconds(n as i64),
+        );
+    }
+    org.set_page_size(2);
+    let auth = r#"{ type = "oauth2_refresh", token_url = "/services/oauth2/token", client_id = "client-1", client_secret = "client-secret", refresh_token = "refresh-secret" }"#;
+    let h = Config::new(&org)
+        .set("auth", auth)
+        .set("page_size", 2)
+        .start(&org)
+        .await;
+    let refreshes = || {
+        org.requests()
+            .iter()
+            .filter(|r| r.path == "/services/oauth2/token" && r.status == 200)
+            .count()
+    };
+
+    assert_eq!(h.run().await.jobs_created, 5);
+    assert_eq!(
+        refreshes(),
+        1,
+        "a token is fetched before the first request"
+    );
+    let bearer = format!("Bearer {}", org.fake.access_token());
+    assert!(
+        org.requests()
+            .iter()
+            .filter(|r| r.path.starts_with("/services/data/"))
+            .all(|r| r
+                .headers
+                .iter()
+                .any(|(k, v)| k == "authorization" && *v == bearer))
+    );
+
+    org.put(6, &Person::numbered(6), ago(2));
+    org.fake.expire_token();
+    org.fake.fail_next(401, None, 1);
+    let report = h.run().await;
+
+    assert_eq!(report.jobs_created, 1);
+    assert_eq!(refreshes(), 3, "one at the start, one after the 401");
+    for secret in ["client-secret", "refresh-secret", "sf-token"] {
+        h.assert_never_stored(secret).await;
+    }
 }
