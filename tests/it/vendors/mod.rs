@@ -8,6 +8,7 @@
 
 mod freshdesk;
 mod pipedrive;
+mod preset;
 mod salesforce;
 mod scenarios;
 mod zendesk;

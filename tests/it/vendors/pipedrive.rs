@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
-use super::scenarios::{Deletion, Enriched, Person, Preset, Throttle, person_of};
+use super::preset::{Deletion, Enriched, Person, Preset, Throttle, person_of};
 use super::{ago, quoted, rfc};
 use crate::fakes::pipedrive::Pipedrive;
 use crate::fakes::{Clock, Request};

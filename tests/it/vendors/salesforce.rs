@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use timelines_sync::sources::engine::Mode;
 
-use super::scenarios::{Config, Deletion, Person, Preset, Throttle};
+use super::preset::{Config, Deletion, Person, Preset, Throttle};
 use super::{ago, quoted, rfc};
 use crate::fakes::salesforce::Salesforce;
 use crate::fakes::{Clock, Request};

@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
-use super::scenarios::{Deletion, Enriched, Lateness, Person, Preset, Throttle, person_of};
+use super::preset::{Deletion, Enriched, Lateness, Person, Preset, Throttle, person_of};
 use super::{ago, quoted, rfc};
 use crate::fakes::zendesk::Zendesk;
 use crate::fakes::{Clock, Request};

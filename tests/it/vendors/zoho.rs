@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use super::scenarios::{Deletion, Person, Preset, Throttle};
+use super::preset::{Deletion, Person, Preset, Throttle};
 use super::{ago, quoted, rfc};
 use crate::fakes::zoho::Zoho;
 use crate::fakes::{Clock, Request};
