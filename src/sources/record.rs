@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 
 use super::phone::{self, PhoneError};
 use super::spec::Source;
-use super::template::{Templates, context};
+use super::template::Templates;
 
 /// Why a record was not turned into jobs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -233,15 +233,17 @@ pub fn name_of(source: &Source, record: &Record) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join(" "))
 }
 
-/// Evaluates one of the source's expressions (`skip_if`, `opted_out_if`) on a record.
+/// Evaluates one of the source's expressions (`skip_if`, `opted_out_if`) on a record, given as
+/// its template context ([`super::template::context`] of its variables).
 pub fn test(
     templates: &Templates,
     source: &Source,
     part: &str,
     record: &Record,
+    variables: &minijinja::Value,
 ) -> Result<bool, Skip> {
     templates
-        .test(&source.template(part), &context(&record.variables))
+        .test(&source.template(part), variables)
         .map_err(|e| Skip::new("bad_record", format!("record {}: {part}: {e}", record.id)))
 }
 

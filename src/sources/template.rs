@@ -108,23 +108,35 @@ impl Templates {
 }
 
 /// A JSON value as a template context, with nulls removed from objects so they count as
-/// undefined (strict rendering reports them; `default()` replaces them).
+/// undefined (strict rendering reports them; `default()` replaces them). The value is read as it
+/// is converted, never copied first.
 pub fn context(value: &serde_json::Value) -> Value {
-    Value::from_serialize(without_nulls(value))
+    Value::from_serialize(WithoutNulls(value))
 }
 
-fn without_nulls(value: &serde_json::Value) -> serde_json::Value {
-    match value {
-        serde_json::Value::Object(map) => serde_json::Value::Object(
-            map.iter()
-                .filter(|(_, v)| !v.is_null())
-                .map(|(k, v)| (k.clone(), without_nulls(v)))
-                .collect(),
-        ),
-        serde_json::Value::Array(items) => {
-            serde_json::Value::Array(items.iter().map(without_nulls).collect())
+/// Serialises a JSON value with the null members of its objects left out.
+struct WithoutNulls<'a>(&'a serde_json::Value);
+
+impl serde::Serialize for WithoutNulls<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        match self.0 {
+            serde_json::Value::Object(map) => {
+                let mut out = serializer.serialize_map(None)?;
+                for (key, value) in map.iter().filter(|(_, v)| !v.is_null()) {
+                    out.serialize_entry(key, &WithoutNulls(value))?;
+                }
+                out.end()
+            }
+            serde_json::Value::Array(items) => {
+                let mut out = serializer.serialize_seq(Some(items.len()))?;
+                for item in items {
+                    out.serialize_element(&WithoutNulls(item))?;
+                }
+                out.end()
+            }
+            other => other.serialize(serializer),
         }
-        other => other.clone(),
     }
 }
 
