@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use timelines_sync::sources::engine::RunError;
+use timelines_sync::sources::engine::{RunError, WRITE_BATCH};
 
 use super::{once_each, seconds};
 use crate::vendors::ago;
@@ -129,11 +129,11 @@ pub async fn failed_commit(preset: &impl Preset) {
     h.assert_never_stored(preset.secret()).await;
 }
 
-/// 1,300 records make two write batches. The second batch's write waits on a lock the test
+/// A batch and 300 records make two write batches. The second batch's write waits on a lock the test
 /// holds, and the run is dropped there, as when the process dies: the first batch stays
 /// committed, the dead run is marked interrupted, and the next run adds the rest, no job twice.
 pub async fn dying_between_batches(preset: &impl Preset) {
-    const RECORDS: u64 = 1_300;
+    const RECORDS: u64 = WRITE_BATCH as u64 + 300;
     let base = ago(50);
     for n in 1..=RECORDS {
         preset.put(n, &Person::numbered(n), base + seconds(n));
