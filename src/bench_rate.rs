@@ -103,6 +103,7 @@ async fn one_run(
             .arg("run")
             .env("DATABASE_URL", url)
             .env("RUST_LOG", "warn")
+            .env(crate::config::HTTP_LISTEN_ENV, "127.0.0.1:0")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)

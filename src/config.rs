@@ -102,6 +102,8 @@ pub struct Settings {
     pub rules: Vec<crate::sources::config::RuleSettings>,
     /// Defaults for every rule: quiet hours, frequency cap.
     pub policies: crate::sources::config::PolicySettings,
+    /// The service's HTTP listener (health, metrics, webhooks).
+    pub http: HttpSettings,
 }
 
 impl Default for Settings {
@@ -118,6 +120,29 @@ impl Default for Settings {
             sources: BTreeMap::new(),
             rules: Vec::new(),
             policies: Default::default(),
+            http: HttpSettings::default(),
+        }
+    }
+}
+
+/// Overrides `[http] listen` (e.g. `0.0.0.0:8080` in a container).
+pub const HTTP_LISTEN_ENV: &str = "TIMELINES_SYNC_HTTP_LISTEN";
+
+/// `[http]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSettings {
+    /// Address and port of the listener; port 0 picks a free one (logged at start-up).
+    pub listen: std::net::SocketAddr,
+    /// Whether `run` serves HTTP at all.
+    pub enabled: bool,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8080)),
+            enabled: true,
         }
     }
 }
@@ -381,6 +406,10 @@ impl Settings {
             default.token = Some(Secret(token));
             default.token_env = None;
         }
+        // (A value that does not parse is reported by `validate`.)
+        if let Some(listen) = env.var(HTTP_LISTEN_ENV).and_then(|v| v.parse().ok()) {
+            self.http.listen = listen;
+        }
     }
 
     /// The workspaces that run against the built-in simulator: those with `simulator = true`,
@@ -403,6 +432,14 @@ impl Settings {
 
     /// Checks every value; the first problem found is returned with its key.
     pub fn validate(&self, env: &dyn Env) -> Result<(), ConfigError> {
+        if let Some(listen) = env.var(HTTP_LISTEN_ENV)
+            && listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(invalid(
+                HTTP_LISTEN_ENV,
+                format!("must be an address and port such as 127.0.0.1:8080, got {listen:?}"),
+            ));
+        }
         if let Some(url) = &self.database.url {
             let url = url.expose();
             if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {

@@ -12,6 +12,7 @@
 //! - [`maintenance`]: the rescuer (expired leases) and the pruner (finished jobs past retention).
 //! - [`startup`]: wires the pieces into the running service; [`shutdown`]: two-stage stop.
 //! - [`status`], [`bench`]: the `status` report and the queue benchmark.
+//! - [`http`]: the service's HTTP listener (health; webhooks and metrics merge their routes in).
 
 pub mod apis;
 pub mod bench;
@@ -22,6 +23,7 @@ pub mod config;
 pub mod db;
 pub mod demo;
 pub mod dispatcher;
+pub mod http;
 pub mod limiter;
 pub mod maintenance;
 pub mod pg;

@@ -92,7 +92,17 @@ pub async fn open_database(settings: &Settings) -> anyhow::Result<(PgPool, Optio
 
 /// Runs the service until `shutdown` completes: the dispatcher and the maintenance loops.
 pub async fn run(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
+    // Bound first: a taken port stops start-up before anything runs.
+    let listener = match settings.http.enabled {
+        true => Some(crate::http::bind(&settings.http).await?),
+        false => None,
+    };
     let (pool, embedded) = open_database(&settings).await?;
+    let stop = shutdown.clone();
+    let server = listener.map(|listener| {
+        let router = crate::http::router(pool.clone());
+        tokio::spawn(crate::http::serve(listener, router, shutdown.clone()))
+    });
     let result = run_on(
         pool.clone(),
         &settings,
@@ -100,6 +110,15 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
         shutdown,
     )
     .await;
+    // (run_on can also end by an error: the listener stops with it.)
+    stop.begin();
+    if let Some(server) = server {
+        match server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "the HTTP listener failed"),
+            Err(error) => tracing::warn!(%error, "the HTTP listener panicked"),
+        }
+    }
     pool.close().await;
     if let Some(embedded) = embedded {
         embedded

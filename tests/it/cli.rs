@@ -16,6 +16,8 @@ fn binary() -> Command {
     ] {
         cmd.env_remove(var);
     }
+    // Tests run side by side: each service listens on a free port.
+    cmd.env("TIMELINES_SYNC_HTTP_LISTEN", "127.0.0.1:0");
     cmd
 }
 

@@ -4,6 +4,7 @@ mod cli;
 mod dispatcher;
 mod fakes;
 mod helpers;
+mod http;
 mod limiter;
 mod maintenance;
 mod queue;
