@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use sqlx::PgPool;
+use sqlx::migrate::MigrateError;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::config::Settings;
@@ -37,12 +38,54 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> 
 }
 
 /// Applies pending migrations. `sqlx` takes an advisory lock, so instances starting together
-/// migrate one after the other.
+/// migrate one after the other. A database that already has exactly this binary's migrations
+/// is left alone without asking `sqlx`, whose first statement (`CREATE TABLE IF NOT EXISTS
+/// _sqlx_migrations`) needs the CREATE privilege: so the service can start as a role that may
+/// not create anything (`timelines_service`, README "Database roles") on a database its owner
+/// migrated.
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
-    MIGRATOR
-        .run(pool)
-        .await
-        .context("failed to migrate the database")
+    if migrations_current(pool).await {
+        return Ok(());
+    }
+    let Err(error) = MIGRATOR.run(pool).await else {
+        return Ok(());
+    };
+    let denied = match &error {
+        MigrateError::Execute(sqlx::Error::Database(e))
+        | MigrateError::ExecuteMigration(sqlx::Error::Database(e), _) => {
+            e.code().as_deref() == Some("42501")
+        }
+        _ => false,
+    };
+    Err(error).context(match denied {
+        true => {
+            "the database needs migrations this role may not apply: run `timelines-sync migrate` \
+             as the owner of schema timelines (README: Database roles)"
+        }
+        false => "failed to migrate the database",
+    })
+}
+
+/// Whether every migration of this binary is applied, successfully and unchanged, and no other.
+/// Anything else (no migrations table yet, a failed or unknown migration, no right to read the
+/// table) is for `sqlx` to apply or report.
+async fn migrations_current(pool: &PgPool) -> bool {
+    let applied: Result<Vec<(i64, Vec<u8>, bool)>, _> =
+        sqlx::query_as("SELECT version, checksum, success FROM _sqlx_migrations")
+            .fetch_all(pool)
+            .await;
+    let Ok(applied) = applied else {
+        return false;
+    };
+    let expected: Vec<(i64, &[u8])> = MIGRATOR
+        .iter()
+        .filter(|m| m.migration_type.is_up_migration())
+        .map(|m| (m.version, &*m.checksum))
+        .collect();
+    applied.len() == expected.len()
+        && applied.iter().all(|(version, checksum, success)| {
+            *success && expected.contains(&(*version, checksum.as_slice()))
+        })
 }
 
 /// Makes `timelines.workspaces` list exactly the configured workspaces; `simulated` names those
@@ -78,7 +121,7 @@ pub async fn sync_workspaces(
                                       EXCLUDED.api_call_reserve_percent, EXCLUDED.reserve_priority)",
         )
         .bind(name)
-        .bind(&ws.api_url)
+        .bind(shown_url(&ws.api_url))
         .bind(ws.rate_limit_per_minute as i32)
         .bind(ws.monthly_api_calls as i32)
         .bind(simulated.contains(name))
@@ -103,6 +146,22 @@ pub async fn sync_workspaces(
     Ok(())
 }
 
+/// `url` as `timelines.workspaces` shows it: without user info (`user:password@`) or query
+/// string, either of which could carry a credential; that table is readable by the enqueuer
+/// role, and nothing secret is stored in the database at all.
+fn shown_url(url: &str) -> String {
+    let url = url.split(['?', '#']).next().unwrap_or_default();
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    format!("{scheme}://{host}{path}")
+}
+
 /// Whether a database error may go away by itself (connection lost, server restarting,
 /// serialization conflict), so the statement is worth retrying.
 pub fn is_transient(error: &sqlx::Error) -> bool {
@@ -118,5 +177,23 @@ pub fn is_transient(error: &sqlx::Error) -> bool {
                 )
         }),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shown_url;
+
+    #[test]
+    fn workspace_urls_are_stored_without_credentials() {
+        assert_eq!(
+            shown_url("https://app.timelines.ai/integrations/api"),
+            "https://app.timelines.ai/integrations/api"
+        );
+        assert_eq!(
+            shown_url("https://user:s3cret@proxy.example:8443/api?key=s3cret#x"),
+            "https://proxy.example:8443/api"
+        );
+        assert_eq!(shown_url("http://127.0.0.1:9999"), "http://127.0.0.1:9999");
     }
 }
