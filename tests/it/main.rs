@@ -9,6 +9,7 @@ mod limiter;
 mod maintenance;
 mod queue;
 mod quota;
+mod roles;
 mod shutdown;
 mod sources;
 mod sources_pitfalls;
