@@ -52,6 +52,12 @@ pub enum Command {
     /// Read a source from a past date (not only since its cursor) and create the jobs its rules
     /// give; events already handled are not repeated. The cursor never moves back.
     Backfill(BackfillArgs),
+    /// Manage the workspaces' webhook subscriptions to this service's receiver.
+    Webhooks {
+        /// sync or list.
+        #[command(subcommand)]
+        action: WebhooksAction,
+    },
     /// Run a benchmark and print its figures.
     Bench {
         /// Which benchmark.
@@ -118,6 +124,17 @@ pub struct SimulateArgs {
     pub drop_rate: f64,
 }
 
+/// `webhooks` actions.
+#[derive(Debug, Subcommand)]
+pub enum WebhooksAction {
+    /// Create or update each workspace's subscriptions ([webhooks] events, and those inbound
+    /// rules need) to point at [webhooks] public_url + the secret path; delete this service's
+    /// subscriptions no longer wanted. Idempotent; never exceeds the workspace's limit.
+    Sync,
+    /// List each workspace's subscriptions (secrets hidden).
+    List,
+}
+
 /// `db` actions.
 #[derive(Debug, Subcommand)]
 pub enum DbAction {
@@ -165,6 +182,7 @@ pub fn execute(cli: Cli) -> anyhow::Result<()> {
                 let mode = crate::sources::engine::Mode::Backfill { since: args.since };
                 poll(&settings, &args.source, mode, args.dry_run).await
             }
+            Command::Webhooks { action } => webhooks(&settings, action).await,
             Command::Bench { which } => crate::bench::run(which, &settings).await,
         }
     })
@@ -200,6 +218,23 @@ async fn poll(
     close(pool, embedded).await?;
     let report = result?;
     print!("{}", crate::sources::report::render(&report, dry_run));
+    Ok(())
+}
+
+/// `webhooks sync|list`, printed.
+async fn webhooks(settings: &Settings, action: WebhooksAction) -> anyhow::Result<()> {
+    use crate::webhooks::subscriptions;
+    let (pool, embedded) = startup::open_database(settings).await?;
+    let result = async {
+        let clients = subscriptions::clients(settings, &pool)?;
+        match action {
+            WebhooksAction::Sync => subscriptions::sync(settings, &ProcessEnv, &clients).await,
+            WebhooksAction::List => subscriptions::list(settings, &ProcessEnv, &clients).await,
+        }
+    }
+    .await;
+    close(pool, embedded).await?;
+    print!("{}", result?);
     Ok(())
 }
 

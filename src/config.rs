@@ -104,6 +104,8 @@ pub struct Settings {
     pub policies: crate::sources::config::PolicySettings,
     /// The service's HTTP listener (health, metrics, webhooks).
     pub http: HttpSettings,
+    /// Inbound webhooks: the receiver's secret, subscriptions, opt-out by reply.
+    pub webhooks: crate::webhooks::config::WebhookSettings,
 }
 
 impl Default for Settings {
@@ -121,6 +123,7 @@ impl Default for Settings {
             rules: Vec::new(),
             policies: Default::default(),
             http: HttpSettings::default(),
+            webhooks: Default::default(),
         }
     }
 }
@@ -532,6 +535,7 @@ impl Settings {
             1,
             1_000_000,
         )?;
+        self.webhooks.validate(env)?;
         crate::sources::Catalog::build(self, env)?;
         Ok(())
     }

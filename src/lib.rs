@@ -13,6 +13,7 @@
 //! - [`startup`]: wires the pieces into the running service; [`shutdown`]: two-stage stop.
 //! - [`status`], [`bench`]: the `status` report and the queue benchmark.
 //! - [`http`]: the service's HTTP listener (health; webhooks and metrics merge their routes in).
+//! - [`webhooks`]: the webhook receiver, the processor applying its events, subscriptions.
 
 pub mod apis;
 pub mod bench;
@@ -35,3 +36,4 @@ pub mod startup;
 pub mod status;
 pub mod telemetry;
 pub mod timelines;
+pub mod webhooks;

@@ -100,7 +100,11 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
     let (pool, embedded) = open_database(&settings).await?;
     let stop = shutdown.clone();
     let server = listener.map(|listener| {
-        let router = crate::http::router(pool.clone());
+        let router = crate::http::router(pool.clone()).merge(crate::webhooks::router(
+            pool.clone(),
+            &settings,
+            &crate::config::ProcessEnv,
+        ));
         tokio::spawn(crate::http::serve(listener, router, shutdown.clone()))
     });
     let result = run_on(
@@ -166,10 +170,13 @@ pub async fn run_on(
     )?);
     let poller = std::sync::Arc::new(crate::sources::engine::Poller::new(
         pool.clone(),
-        catalog,
+        catalog.clone(),
         crate::queue::new_worker_id(),
     ));
     let scheduler = tokio::spawn(crate::sources::scheduler::run(poller, shutdown.clone()));
+    let webhooks = tokio::spawn(
+        crate::webhooks::processor(pool.clone(), settings, catalog.clone()).run(shutdown.clone()),
+    );
     let refresher = tokio::spawn(refresher.run(shutdown.clone()));
     let rescuer = tokio::spawn(rescuer.run(shutdown.clone()));
     let pruner = tokio::spawn(pruner.run(shutdown.clone()));
@@ -180,7 +187,7 @@ pub async fn run_on(
         dispatcher,
     );
     let result = worker.run(shutdown.clone()).await.map(|_| ());
-    let _ = tokio::join!(rescuer, pruner, refresher, scheduler);
+    let _ = tokio::join!(rescuer, pruner, refresher, scheduler, webhooks);
     // The clients hold the request log's senders: drop them so the writer drains and ends.
     let Apis {
         clients, simulator, ..

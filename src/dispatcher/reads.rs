@@ -105,7 +105,8 @@ pub async fn refresh_message(d: &Dispatcher, job: &Job) -> Attempt {
     )
     .await?;
     let entries: Vec<Value> = history.iter().map(|e| e.raw.clone()).collect();
-    store::record_status_history(&d.pool, &job.workspace, &p.message_uid, &entries).await?;
+    let conn = &mut *d.pool.acquire().await?;
+    store::record_status_history(conn, &job.workspace, &p.message_uid, &entries).await?;
     Ok(json!({ "message_uid": p.message_uid, "status": message.status, "history": entries.len() }))
 }
 

@@ -61,7 +61,7 @@ pub async fn upsert_messages(
          ON CONFLICT (workspace, message_uid) DO UPDATE SET
              chat_id = coalesce(EXCLUDED.chat_id, t.chat_id), job_id = coalesce(t.job_id, EXCLUDED.job_id),
              from_me = coalesce(EXCLUDED.from_me, t.from_me), message_type = coalesce(EXCLUDED.message_type, t.message_type),
-             text = coalesce(EXCLUDED.text, t.text), status = coalesce(EXCLUDED.status, t.status),
+             text = coalesce(EXCLUDED.text, t.text), status = timelines.later_status(t.status, EXCLUDED.status),
              sender_phone = coalesce(EXCLUDED.sender_phone, t.sender_phone),
              recipient_phone = coalesce(EXCLUDED.recipient_phone, t.recipient_phone),
              has_attachment = coalesce(EXCLUDED.has_attachment, t.has_attachment),
@@ -122,7 +122,9 @@ pub async fn record_sent_message(
     };
     sqlx::query(
         "WITH m AS (UPDATE timelines.messages SET credits = $3
-                     WHERE workspace = $1 AND message_uid = $2 AND credits = 0 AND $3 > 0 RETURNING credits)
+                     WHERE workspace = $1 AND message_uid = $2 AND credits = 0 AND $3 > 0
+                       -- (a webhook may report the failure before the send is recorded)
+                       AND lower(coalesce(status, '')) <> 'failed' RETURNING credits)
          SELECT timelines.count_usage($1, 0, m.credits) FROM m",
     )
     .bind(workspace)
@@ -133,9 +135,10 @@ pub async fn record_sent_message(
     Ok(())
 }
 
-/// Records a message's status history (§4.9) and its latest status.
+/// Records a message's status history (§4.9) and its latest status (never an earlier one: see
+/// `timelines.later_status`). `conn` may be inside a caller's transaction.
 pub async fn record_status_history(
-    db: impl PgExecutor<'_> + Copy,
+    conn: &mut sqlx::PgConnection,
     workspace: &str,
     message_uid: &str,
     entries: &[Value],
@@ -147,7 +150,7 @@ pub async fn record_status_history(
                FROM jsonb_array_elements($3) e
               WHERE e->>'status' IS NOT NULL
              ON CONFLICT DO NOTHING)
-         UPDATE timelines.messages SET status = latest.status, updated_at = now()
+         UPDATE timelines.messages SET status = timelines.later_status(messages.status, latest.status), updated_at = now()
            FROM (SELECT e->>'status' AS status FROM jsonb_array_elements($3) WITH ORDINALITY AS x(e, n)
                   WHERE e->>'status' IS NOT NULL
                   -- equal timestamps: the later entry in the API's list wins
@@ -157,7 +160,7 @@ pub async fn record_status_history(
     .bind(workspace)
     .bind(message_uid)
     .bind(Value::Array(entries.to_vec()))
-    .execute(db)
+    .execute(&mut *conn)
     .await?;
     // A failed message gives its credits back (§8.4), once.
     sqlx::query(
@@ -169,7 +172,7 @@ pub async fn record_status_history(
     )
     .bind(workspace)
     .bind(message_uid)
-    .execute(db)
+    .execute(&mut *conn)
     .await?;
     Ok(())
 }

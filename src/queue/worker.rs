@@ -220,6 +220,7 @@ impl<H: Handler> Worker<H> {
         // instead of renewing leases of jobs nobody runs any more.
         let listener = AbortOnDropHandle::new(tokio::spawn(listen(
             self.pool.clone(),
+            NOTIFY_CHANNEL,
             wake.clone(),
             background.clone(),
         )));
@@ -551,13 +552,19 @@ async fn heartbeat(
     }
 }
 
-/// Forwards notifications on [`NOTIFY_CHANNEL`] as wake-ups until stopped.
-async fn listen(pool: PgPool, wake: Arc<Notify>, stop: CancellationToken) {
+/// Forwards notifications on `channel` as wake-ups until stopped, reconnecting with backoff (a
+/// hint only: notifications sent while it reconnects are lost, so listeners also poll).
+pub(crate) async fn listen(
+    pool: PgPool,
+    channel: &'static str,
+    wake: Arc<Notify>,
+    stop: CancellationToken,
+) {
     let mut failures = 0u32;
     loop {
         let error = tokio::select! {
             _ = stop.cancelled() => return,
-            error = listen_session(&pool, &wake, &mut failures) => error,
+            error = listen_session(&pool, channel, &wake, &mut failures) => error,
         };
         failures += 1;
         let pause = Backoff {
@@ -575,12 +582,17 @@ async fn listen(pool: PgPool, wake: Arc<Notify>, stop: CancellationToken) {
 }
 
 /// One LISTEN connection, until it fails.
-async fn listen_session(pool: &PgPool, wake: &Notify, failures: &mut u32) -> sqlx::Error {
+async fn listen_session(
+    pool: &PgPool,
+    channel: &str,
+    wake: &Notify,
+    failures: &mut u32,
+) -> sqlx::Error {
     let mut listener = match PgListener::connect_with(pool).await {
         Ok(listener) => listener,
         Err(error) => return error,
     };
-    if let Err(error) = listener.listen(NOTIFY_CHANNEL).await {
+    if let Err(error) = listener.listen(channel).await {
         return error;
     }
     *failures = 0;

@@ -12,7 +12,8 @@
 //!   `messaging`: what a send or a received message does; `targets`: which chat a send goes
 //!   to; `lifecycle`: statuses and credits.
 //! - `render`: JSON shapes and the timestamp format; `reply`: envelopes and HTML pages;
-//!   `validate`: body and query parsing; `webhooks`: outbound events; `inspect`: `/_sim/…`.
+//!   `validate`: body and query parsing; `webhooks`: outbound events; `activity`: account and
+//!   call events a test asks for; `inspect`: `/_sim/…`.
 //!
 //! # Choices where the reference leaves room
 //! - **One workspace.** Every configured token opens the same workspace (§1 says one token
@@ -37,6 +38,7 @@
 //! - **API-call quota**: rate-limited, unauthenticated and fault-injected requests are not
 //!   counted; everything else is (see `limits`).
 
+mod activity;
 mod faults;
 mod inspect;
 mod lifecycle;
@@ -214,6 +216,21 @@ impl Simulator {
     /// Returns the message uid, or `None` when `phone` is not E.164.
     pub fn receive_message(&self, phone: &str, text: &str) -> Option<String> {
         messaging::receive(&self.sim, phone, text, None).ok()
+    }
+
+    /// Fires an account event for the default account: `whatsapp:account:connected`,
+    /// `disconnected`, `suspended` or `resumed` (call inside a Tokio runtime). False for another
+    /// name.
+    pub fn account_event(&self, event: &str) -> bool {
+        activity::account_event(&self.sim, event)
+    }
+
+    /// Simulates a call with `phone` (E.164) ended as `event` (`call:incoming:missed`,
+    /// `call:incoming:ended` or `call:outgoing:ended`), lasting `duration_s`: fires the call
+    /// event (call inside a Tokio runtime). Returns the call's message uid, or `None` for a phone
+    /// that is not E.164 or another event name.
+    pub fn call(&self, phone: &str, event: &str, duration_s: u32) -> Option<String> {
+        activity::call(&self.sim, phone, event, duration_s).ok()
     }
 
     /// Stops accepting connections, lets in-flight requests finish (at most 2 s), then stops.

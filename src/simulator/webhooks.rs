@@ -115,7 +115,8 @@ async fn post_once(sim: Shared, post: Post) {
             Some(r.status().as_u16()),
             Some(format!("HTTP {}", r.status())),
         ),
-        Err(e) => (None, Some(e.to_string())),
+        // (Without the URL: a receiver's URL holds its secret.)
+        Err(e) => (None, Some(e.without_url().to_string())),
     };
     if let Some(e) = &error {
         tracing::debug!(webhook_id = post.webhook_id, error.message = %e, "webhook delivery failed");
@@ -168,7 +169,7 @@ pub(crate) fn schedule_sent_event(sim: &Shared, uid: String) {
 }
 
 /// The chat block of message, reaction and call events (§6.3).
-fn message_chat(world: &World, chat: &Chat) -> Value {
+pub(super) fn message_chat(world: &World, chat: &Chat) -> Value {
     let (email, name) = render::responsible(world, chat);
     json!({
         "full_name": chat.name,
@@ -181,11 +182,11 @@ fn message_chat(world: &World, chat: &Chat) -> Value {
     })
 }
 
-fn party(name: &str, phone: &str) -> Value {
+pub(super) fn party(name: &str, phone: &str) -> Value {
     json!({ "full_name": name, "phone": phone })
 }
 
-fn short_account(account: &Account) -> Value {
+pub(super) fn short_account(account: &Account) -> Value {
     json!({
         "full_name": account.owner_name,
         "email": account.owner_email,

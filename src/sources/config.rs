@@ -225,6 +225,10 @@ pub enum Trigger {
     FieldChanged,
     /// `field` equals `value`: fires when a record is first seen so, or changes to it.
     FieldEquals,
+    /// A webhook event of the rule's `on` types (rules of the built-in `timelines` source; set
+    /// by `on`, not written as a trigger).
+    #[serde(skip)]
+    Event,
 }
 
 impl Trigger {
@@ -235,6 +239,7 @@ impl Trigger {
             Trigger::Updated => "updated",
             Trigger::FieldChanged => "field_changed",
             Trigger::FieldEquals => "field_equals",
+            Trigger::Event => "event",
         }
     }
 }
@@ -245,10 +250,13 @@ impl Trigger {
 pub struct RuleSettings {
     /// A stable name; part of every job's idempotency key. Default: derived from the rule.
     pub name: Option<String>,
-    /// The source whose records it looks at.
-    pub source: String,
-    /// What makes a record an event.
-    pub trigger: Trigger,
+    /// The source whose records it looks at (`timelines`, implied by `on`: webhook events).
+    pub source: Option<String>,
+    /// What makes a record an event (poll rules).
+    pub trigger: Option<Trigger>,
+    /// Webhook event types the rule reacts to (`message:received:new`, or a list): an inbound
+    /// rule, on the built-in `timelines` source.
+    pub on: Option<OneOrMany>,
     /// The watched field (`field_changed`, `field_equals`).
     pub field: Option<String>,
     /// The value (`field_equals`; for `field_changed`, the new value to react to).
@@ -280,6 +288,26 @@ pub struct RuleSettings {
     /// Send even to opted-out contacts (for transactional messages the contact asked for).
     #[serde(default)]
     pub ignore_opt_out: bool,
+}
+
+/// A string or a list of strings.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    /// One value.
+    One(String),
+    /// Several.
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    /// The values.
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            OneOrMany::One(one) => vec![one.clone()],
+            OneOrMany::Many(many) => many.clone(),
+        }
+    }
 }
 
 fn send_message() -> String {

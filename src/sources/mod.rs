@@ -7,11 +7,13 @@
 //! - [`fetch`]: reading pages (HTTP and SQL);
 //! - [`record`], [`phone`], [`template`], [`policy`]: reading records, phones, templates, quiet hours;
 //! - [`engine`]: one run of a source (the incremental algorithm, rules, writes);
-//! - [`scheduler`]: cron schedules, single-flight across instances.
+//! - [`scheduler`]: cron schedules, single-flight across instances;
+//! - [`inbound`]: inbound rules (webhook events as records of the built-in `timelines` source).
 
 pub mod config;
 pub mod engine;
 pub mod fetch;
+pub mod inbound;
 pub mod phone;
 pub mod policy;
 pub mod presets;

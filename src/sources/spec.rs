@@ -153,6 +153,45 @@ pub enum SourceKind {
     Http(Box<HttpSpec>),
     /// A Postgres query.
     Sql(SqlSpec),
+    /// Webhook events from TimelinesAI: the built-in [`INBOUND_SOURCE`], fed by the webhook
+    /// processor, never polled.
+    Webhook,
+}
+
+/// The built-in source of inbound rules (`[[rules]] on = "message:received:new"`): its records
+/// are webhook events, its rules' jobs are keyed `webhook:timelines:RULE:RECORD:event`.
+pub const INBOUND_SOURCE: &str = "timelines";
+
+/// The built-in source: a record is one webhook event, with the payload's fields, `phone` (the
+/// contact, E.164) and `name` (see [`crate::sources::inbound`]).
+fn inbound_source() -> Source {
+    Source {
+        name: INBOUND_SOURCE.to_owned(),
+        preset: None,
+        kind: SourceKind::Webhook,
+        schedule: None,
+        schedule_text: None,
+        enabled: true,
+        initial: Initial::Now,
+        lookback: Duration::ZERO,
+        settle: Duration::ZERO,
+        region: None,
+        timezone_field: None,
+        max_records_per_run: None,
+        id_field: "id".to_owned(),
+        cursor_field: "received_at".to_owned(),
+        created_field: None,
+        fields_path: None,
+        phone_fields: vec!["phone".to_owned()],
+        name_fields: vec!["name".to_owned()],
+        skip_if: false,
+        opted_out_if: false,
+        page_size: 1,
+        sorted: true,
+        keyset_paging: false,
+        resume_token: false,
+        watched: Vec::new(),
+    }
 }
 
 /// One configured source, ready to poll.
@@ -215,6 +254,15 @@ impl Source {
     pub fn template(&self, part: &str) -> String {
         template_name(&self.name, part)
     }
+
+    /// The first part of its jobs' idempotency keys: `poll`, or `webhook` for the built-in
+    /// source of webhook events.
+    pub fn key_prefix(&self) -> &'static str {
+        match self.kind {
+            SourceKind::Webhook => "webhook",
+            _ => "poll",
+        }
+    }
 }
 
 fn template_name(source: &str, part: &str) -> String {
@@ -254,6 +302,8 @@ pub struct Rule {
     pub source: String,
     /// Trigger.
     pub trigger: Trigger,
+    /// Webhook event types (inbound rules: [`Trigger::Event`]).
+    pub on: Vec<String>,
     /// Watched field.
     pub field: Option<String>,
     /// Wanted value (JSON).
@@ -323,8 +373,22 @@ impl Catalog {
         let mut templates = Templates::new();
         let mut sources = BTreeMap::new();
         for (name, raw) in &settings.sources {
+            if name == INBOUND_SOURCE {
+                return Err(invalid(
+                    format!("sources.{name}"),
+                    "the name is reserved for the built-in source of webhook events (rules \
+                     with `on`); choose another",
+                ));
+            }
             let source = resolve_source(name, raw.clone(), env, &mut templates)?;
             sources.insert(name.clone(), source);
+        }
+        if settings
+            .rules
+            .iter()
+            .any(|r| r.on.is_some() || r.source.as_deref() == Some(INBOUND_SOURCE))
+        {
+            sources.insert(INBOUND_SOURCE.to_owned(), inbound_source());
         }
         let mut rules = Vec::new();
         let mut names = HashSet::new();
@@ -806,12 +870,13 @@ fn resolve_rule(
     templates: &mut Templates,
 ) -> Result<Rule, ConfigError> {
     let key = |field: &str| format!("rules[{index}].{field}");
-    if !sources.contains_key(&raw.source) {
+    let (source, trigger, on) = source_and_trigger(index, raw)?;
+    if !sources.contains_key(&source) {
         return Err(invalid(
             key("source"),
             format!(
                 "no source called {:?} (configured: {})",
-                raw.source,
+                source,
                 sources.keys().cloned().collect::<Vec<_>>().join(", ")
             ),
         ));
@@ -823,11 +888,11 @@ fn resolve_rule(
         ));
     }
     let value = raw.value.as_ref().map(toml_to_json);
-    match raw.trigger {
+    match trigger {
         Trigger::FieldChanged | Trigger::FieldEquals if raw.field.is_none() => {
             return Err(invalid(
                 key("field"),
-                format!("required by trigger {:?}", raw.trigger.as_str()),
+                format!("required by trigger {:?}", trigger.as_str()),
             ));
         }
         Trigger::FieldEquals if value.is_none() => {
@@ -841,19 +906,19 @@ fn resolve_rule(
                 key("field"),
                 format!(
                     "not used by trigger {:?}; use `filter` to narrow it",
-                    raw.trigger.as_str()
+                    trigger.as_str()
                 ),
             ));
         }
         _ => {}
     }
-    if raw.trigger == Trigger::Created && sources[&raw.source].created_field.is_none() {
+    if trigger == Trigger::Created && sources[&source].created_field.is_none() {
         return Err(invalid(
             key("trigger"),
             format!(
                 "\"created\" needs `created_field` on source {:?} (the record's creation time); \
                  use \"updated\" with a `filter` otherwise",
-                raw.source
+                source
             ),
         ));
     }
@@ -869,7 +934,11 @@ fn resolve_rule(
             ));
         }
         None => {
-            let mut parts = vec![raw.source.clone(), raw.trigger.as_str().to_owned()];
+            let what = match trigger {
+                Trigger::Event => on.join(","),
+                other => other.as_str().to_owned(),
+            };
+            let mut parts = vec![source.clone(), what];
             parts.extend(raw.field.clone());
             if let Some(v) = &value {
                 parts.push(match v {
@@ -978,7 +1047,7 @@ fn resolve_rule(
     };
     if let Some(q) = &quiet_hours
         && q.timezone.is_none()
-        && sources[&raw.source].timezone_field.is_none()
+        && sources[&source].timezone_field.is_none()
         && raw
             .quiet_hours
             .as_ref()
@@ -989,15 +1058,16 @@ fn resolve_rule(
             format!("{quiet_key}.timezone"),
             format!(
                 "\"contact\" needs `timezone_field` on source {:?} or a `fallback_timezone`",
-                raw.source
+                source
             ),
         ));
     }
     Ok(Rule {
         name,
         index,
-        source: raw.source.clone(),
-        trigger: raw.trigger,
+        source: source.clone(),
+        trigger,
+        on,
         field: raw.field.clone(),
         value,
         filter,
@@ -1013,6 +1083,67 @@ fn resolve_rule(
         frequency_cap,
         ignore_opt_out: raw.ignore_opt_out,
     })
+}
+
+/// The rule's source and trigger: `on` makes an inbound rule of the built-in source (its
+/// trigger is the event); a poll rule names both.
+fn source_and_trigger(
+    index: usize,
+    raw: &RuleSettings,
+) -> Result<(String, Trigger, Vec<String>), ConfigError> {
+    let key = |field: &str| format!("rules[{index}].{field}");
+    let Some(on) = &raw.on else {
+        let source = raw.source.clone().ok_or_else(|| {
+            invalid(
+                key("source"),
+                "required: the source whose records the rule looks at (or `on` with webhook \
+                 event types for an inbound rule)",
+            )
+        })?;
+        if source == INBOUND_SOURCE {
+            return Err(invalid(
+                key("on"),
+                "rules of the built-in source \"timelines\" need `on`: the webhook event types \
+                 they react to, e.g. on = \"message:received:new\"",
+            ));
+        }
+        let trigger = raw.trigger.ok_or_else(|| {
+            invalid(
+                key("trigger"),
+                "required: created, updated, field_changed or field_equals",
+            )
+        })?;
+        return Ok((source, trigger, Vec::new()));
+    };
+    if raw.source.as_deref().is_some_and(|s| s != INBOUND_SOURCE) {
+        return Err(invalid(
+            key("source"),
+            "a rule with `on` reacts to webhook events (the built-in source \"timelines\"); \
+             leave `source` out",
+        ));
+    }
+    if raw.trigger.is_some() || raw.field.is_some() || raw.value.is_some() {
+        return Err(invalid(
+            key("trigger"),
+            "not used with `on` (the webhook event is the trigger); narrow it with `filter`",
+        ));
+    }
+    let on = on.to_vec();
+    if on.is_empty() {
+        return Err(invalid(key("on"), "name at least one webhook event type"));
+    }
+    for event in &on {
+        if !crate::webhooks::EVENT_TYPES.contains(&event.as_str()) {
+            return Err(invalid(
+                key("on"),
+                format!(
+                    "unknown webhook event type {event:?} (known: {})",
+                    crate::webhooks::EVENT_TYPES.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok((INBOUND_SOURCE.to_owned(), Trigger::Event, on))
 }
 
 fn resolve_quiet_hours(q: &QuietHoursSettings, key: &str) -> Result<QuietHours, ConfigError> {

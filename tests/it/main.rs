@@ -16,3 +16,4 @@ mod sources_pitfalls;
 mod sources_write;
 mod sql_api;
 mod vendors;
+mod webhooks;

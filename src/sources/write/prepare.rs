@@ -205,6 +205,8 @@ fn candidates(
                 ("created".to_owned(), None)
             }
             Trigger::Updated => (format!("updated@{}", stamp(record.cursor)), None),
+            // (The caller passes only the rules whose `on` matches the event.)
+            Trigger::Event => ("event".to_owned(), None),
             Trigger::FieldChanged | Trigger::FieldEquals => {
                 let field = rule.field.as_deref().unwrap_or_default();
                 let value = lookup(&record.variables, field)
@@ -227,7 +229,14 @@ fn candidates(
         } else {
             Ok(true)
         };
-        let key = format!("poll:{}:{}:{}:{}", source.name, rule.name, record.id, event);
+        let key = format!(
+            "{}:{}:{}:{}:{}",
+            source.key_prefix(),
+            source.name,
+            rule.name,
+            record.id,
+            event
+        );
         let job = matches!(filter, Ok(true)).then(|| {
             let context = job_context.get_or_insert_with(|| {
                 minijinja::context! {
