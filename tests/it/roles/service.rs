@@ -1,6 +1,6 @@
 //! `timelines_service`: the whole service runs as a login granted it (neither superuser nor
-//! owner) against the simulator and a fake CRM; afterwards no secret is stored anywhere, and
-//! the enqueuer reads nothing that could hold one.
+//! owner) against the simulator, a fake CRM and a webhook delivery; afterwards no secret is
+//! stored anywhere, and the enqueuer reads nothing that could hold one.
 
 use std::path::Path;
 use std::time::Duration;
@@ -19,9 +19,10 @@ use crate::sources::{ago, rfc};
 
 const API_TOKEN: &str = "tl-roles-api-token-5d17c0";
 const CRM_TOKEN: &str = "pat-roles-crm-token-93ae41";
+const WEBHOOK_SECRET: &str = "whsec-roles-5f0c2a9e41b7d3c8e6a1";
 
-/// The service's configuration: the database as `service_url`, the simulator's workspace, and a
-/// HubSpot source polled every second with a welcome rule.
+/// The service's configuration: the database as `service_url`, the simulator's workspace, a
+/// HubSpot source polled every second with a welcome rule, and the webhook receiver.
 fn config(service_url: &str, sim: &Simulator, hubspot: &HubSpot) -> Settings {
     let toml = format!(
         r#"
@@ -31,6 +32,9 @@ max_connections = 8
 
 [http]
 listen = "127.0.0.1:0"
+
+[webhooks]
+secret = "{WEBHOOK_SECRET}"
 
 [workspaces.default]
 api_url = "{api}"
@@ -119,9 +123,12 @@ async fn the_service_runs_enqueue_to_dispatch_and_a_poll_as_a_login_granted_time
     let shutdown = Shutdown::new();
     let listener = timelines_sync::http::bind(&settings.http).await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let router = timelines_sync::http::router(pool.clone()).merge(
+        timelines_sync::webhooks::router(pool.clone(), &settings, &ProcessEnv),
+    );
     tokio::spawn(timelines_sync::http::serve(
         listener,
-        timelines_sync::http::router(pool.clone()),
+        router,
         shutdown.clone(),
     ));
     let ready = reqwest::get(format!("http://{addr}/readyz")).await.unwrap();
@@ -167,6 +174,22 @@ async fn the_service_runs_enqueue_to_dispatch_and_a_poll_as_a_login_granted_time
     )
     .await;
     assert_eq!(sim.sent_messages().len(), 2);
+    // A contact answers STOP: the webhook is stored, applied, and the phone opted out.
+    let delivered = reqwest::Client::new()
+        .post(format!(
+            "http://{addr}/webhooks/timelines/{WEBHOOK_SECRET}?workspace=default"
+        ))
+        .json(&stop_reply("+14155550199"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(delivered.status().as_u16(), 200);
+    wait_until(
+        &db.pool,
+        "SELECT count(*) FROM timelines.webhook_events e JOIN timelines.opt_outs o
+             ON o.phone = '+14155550199' WHERE e.status = 'processed'",
+    )
+    .await;
     shutdown.begin();
     running.await.unwrap().unwrap();
 
@@ -194,6 +217,24 @@ async fn the_service_runs_enqueue_to_dispatch_and_a_poll_as_a_login_granted_time
     sim.shutdown().await;
     service.drop_role(&db.pool).await;
     app.drop_role(&db.pool).await;
+}
+
+/// `message:received:new` (API reference §6.3): `phone` answers "STOP".
+fn stop_reply(phone: &str) -> serde_json::Value {
+    let contact = json!({"full_name": "Ana Lima", "phone": phone});
+    json!({
+        "event_type": "message:received:new",
+        "chat": {"full_name": "Ana Lima", "chat_id": 7001, "is_group": false, "phone": phone,
+                 "chat_url": "https://app.timelines.ai/chat/7001/messages/",
+                 "responsible_name": null, "responsible_email": null},
+        "whatsapp_account": {"full_name": "Team", "email": "team@example.com",
+                             "phone": "+972540000001",
+                             "whatsapp_account_wid": "972540000001@s.whatsapp.net"},
+        "message": {"text": "STOP", "direction": "received", "origin": "WhatsApp",
+                    "timestamp": "2024-03-01 10:00:00 +0300", "message_uid": "roles-stop-1",
+                    "sender": contact, "recipient": {"full_name": "Team", "phone": "+972540000001"},
+                    "attachments": []}
+    })
 }
 
 /// No table of the database, in any schema, holds any of `secrets`.
