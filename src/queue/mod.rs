@@ -9,5 +9,5 @@ mod worker;
 pub use job::{Job, JobState};
 pub use noop::NoopHandler;
 pub use outcome::Outcome;
-pub use worker::{Handler, NOTIFY_CHANNEL, Worker, WorkerConfig, WorkerStats, new_worker_id};
 pub(crate) use worker::listen;
+pub use worker::{Handler, NOTIFY_CHANNEL, Worker, WorkerConfig, WorkerStats, new_worker_id};
