@@ -36,8 +36,10 @@ impl Apis {
         log: Option<RequestLog>,
         simulator: SimulatorConfig,
     ) -> anyhow::Result<Self> {
-        let observer = log.map(observer);
+        // Every client reports to the metrics; to the request log when there is one.
+        let observer = observer(log);
         let wire = |client: Client, name: &str| {
+            crate::telemetry::metrics::workspace_configured(name);
             let limit = settings
                 .workspaces
                 .get(name)
@@ -102,24 +104,28 @@ impl Apis {
 }
 
 /// Tags the client with its workspace (jobs re-tag it with their id) and attaches the observer.
-fn with(client: Client, workspace: &str, observer: &Option<RequestObserver>) -> Client {
-    let client = match observer {
-        Some(o) => client.with_observer(o.clone()),
-        None => client,
-    };
-    client.tagged(RequestTag {
+fn with(client: Client, workspace: &str, observer: &RequestObserver) -> Client {
+    client.with_observer(observer.clone()).tagged(RequestTag {
         workspace: workspace.to_owned(),
         job_id: None,
     })
 }
 
-/// Reports every request of a client to the request log.
-fn observer(log: RequestLog) -> RequestObserver {
+/// Reports every request of a client to the metrics and the request log.
+fn observer(log: Option<RequestLog>) -> RequestObserver {
     Arc::new(move |record: RequestRecord| {
         let (workspace, job_id) = match record.tag {
             Some(tag) => (tag.workspace, tag.job_id),
             None => (String::new(), None),
         };
+        crate::telemetry::metrics::api_request(
+            &workspace,
+            record.method,
+            &record.path,
+            record.status,
+            record.error_class,
+        );
+        let Some(log) = &log else { return };
         log.record(LoggedRequest {
             workspace,
             job_id,

@@ -54,19 +54,29 @@ fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
     }
 }
 
-/// A secret string (API token, database password). Never printed: `Debug` and `Display` redact it.
+/// A secret string (API token, database password). Never printed: `Debug` and `Display` redact it,
+/// and every value made is registered with the log redactor (`telemetry::redact`), so it cannot
+/// reach a log line by another way either.
 #[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
+#[serde(from = "String")]
 pub struct Secret(String);
 
 impl Secret {
     /// Wraps a secret value.
     pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
+        let value = value.into();
+        crate::telemetry::redact::register(&value);
+        Self(value)
     }
     /// The secret itself, for the one place that must send it.
     pub fn expose(&self) -> &str {
         &self.0
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
+        Self::new(value)
     }
 }
 
@@ -218,7 +228,7 @@ impl WorkspaceSettings {
             self.token_env
                 .as_ref()
                 .and_then(|name| std::env::var(name).ok())
-                .map(Secret)
+                .map(Secret::new)
         })
     }
 }
@@ -303,14 +313,14 @@ impl Default for MaintenanceSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogSettings {
-    /// `text` or `json`.
+    /// `auto` (default: text on a terminal, JSON otherwise), `text` or `json`.
     pub format: LogFormat,
 }
 
 impl Default for LogSettings {
     fn default() -> Self {
         Self {
-            format: LogFormat::Text,
+            format: LogFormat::Auto,
         }
     }
 }
@@ -319,6 +329,8 @@ impl Default for LogSettings {
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
+    /// Text when stderr is a terminal, JSON otherwise.
+    Auto,
     /// Human-readable lines.
     Text,
     /// One JSON object per line.
@@ -396,7 +408,7 @@ impl Settings {
 
     fn apply_env(&mut self, env: &dyn Env) {
         if let Some(url) = env.var("DATABASE_URL") {
-            self.database.url = Some(Secret(url));
+            self.database.url = Some(Secret::new(url));
         }
         let default = self
             .workspaces
@@ -406,7 +418,7 @@ impl Settings {
             default.api_url = url;
         }
         if let Some(token) = env.var("TIMELINES_API_TOKEN") {
-            default.token = Some(Secret(token));
+            default.token = Some(Secret::new(token));
             default.token_env = None;
         }
         // (A value that does not parse is reported by `validate`.)

@@ -1,6 +1,6 @@
 //! The service's HTTP listener (`[http] listen`): `/healthz` (the process answers) and `/readyz`
-//! (the database answers and its migrations are this binary's). Other modules merge their routes
-//! into [`router`]'s result: the webhook receiver, the metrics.
+//! (the database answers and its migrations are this binary's), `/metrics` (Prometheus text).
+//! Other modules merge their routes into [`router`]'s result: the webhook receiver.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -24,6 +24,7 @@ pub fn router(pool: PgPool) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
         .with_state(pool)
 }
 
@@ -52,6 +53,19 @@ pub async fn serve(
     )
     .with_graceful_shutdown(async move { shutdown.stopping().await })
     .await
+}
+
+/// Prometheus text: the process's metrics and the database's gauges (see `telemetry::scrape`).
+/// Always 200: a database that does not answer only leaves its gauges out.
+async fn metrics(State(pool): State<PgPool>) -> impl axum::response::IntoResponse {
+    let body = crate::telemetry::scrape::render(&pool).await;
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
 }
 
 /// 200 when the database answers within [`READY_TIMEOUT`] and has exactly this binary's

@@ -89,8 +89,14 @@ impl WorkspaceLimiter {
     /// [`MAX_WAIT`] away (a throttle pause, a crowd of workers), returns how far instead, having
     /// reserved nothing: the caller's job steps aside until then rather than sit on a claim.
     pub async fn acquire(&self) -> Result<(), Duration> {
+        let started = std::time::Instant::now();
         self.local.until_ready().await;
         let (wait, reserved) = self.reserve().await;
+        crate::telemetry::metrics::limiter_waited(
+            &self.workspace,
+            started.elapsed() + wait,
+            !reserved,
+        );
         if !reserved {
             return Err(wait);
         }

@@ -14,7 +14,12 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             // `{:#}` prints the whole context chain on one line: "failed to X: because Y".
-            eprintln!("error: {error:#}");
+            // Scrubbed like the log: another crate's error may quote a URL with its password.
+            let message = format!("{error:#}");
+            eprintln!(
+                "error: {}",
+                timelines_sync::telemetry::redact::scrub(&message)
+            );
             std::process::ExitCode::FAILURE
         }
     }

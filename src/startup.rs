@@ -141,6 +141,9 @@ pub async fn run_on(
     simulator: SimulatorConfig,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
+    // Before anything records: metrics recorded before the recorder exists are lost.
+    crate::telemetry::metrics::install();
+    let upkeep = tokio::spawn(crate::telemetry::metrics::upkeep(shutdown.clone()));
     let (request_log, log_writer) = RequestLog::start(pool.clone());
     let apis = Apis::build(settings, &pool, Some(request_log), simulator).await?;
     let m = &settings.maintenance;
@@ -187,7 +190,7 @@ pub async fn run_on(
         dispatcher,
     );
     let result = worker.run(shutdown.clone()).await.map(|_| ());
-    let _ = tokio::join!(rescuer, pruner, refresher, scheduler, webhooks);
+    let _ = tokio::join!(rescuer, pruner, refresher, scheduler, upkeep, webhooks);
     // The clients hold the request log's senders: drop them so the writer drains and ends.
     let Apis {
         clients, simulator, ..

@@ -59,4 +59,16 @@ impl Outcome {
     pub fn fail(error: impl Into<String>) -> Self {
         Outcome::Fail(error.into())
     }
+
+    /// The variant's name, for metrics: `done`, `retry`, `uncertain`, `snooze`, `hold`, `fail`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Done(_) => "done",
+            Outcome::Retry { .. } => "retry",
+            Outcome::Uncertain { .. } => "uncertain",
+            Outcome::Snooze(_) => "snooze",
+            Outcome::Hold { .. } => "hold",
+            Outcome::Fail(_) => "fail",
+        }
+    }
 }

@@ -346,7 +346,9 @@ impl<H: Handler> Worker<H> {
                 .fetch_add(jobs.len() as u64, Ordering::Relaxed);
             inflight.claimed(&jobs);
             for (job, permit) in jobs.into_iter().zip(permits.drain(..)) {
-                let span = tracing::debug_span!("job", job_id = job.id, kind = %job.kind, attempt = job.attempts);
+                // Info level: the attempt's warnings carry the job at the default log level.
+                let span = tracing::info_span!("job", job_id = job.id, kind = %job.kind,
+                    workspace = %job.workspace, attempt = job.attempts);
                 let (id, attempt) = (job.id, job.attempts);
                 let run = run_one(self.handler.clone(), self.config.clone(), job, tx.clone());
                 let task = tasks.spawn(
@@ -386,6 +388,8 @@ async fn run_one<H: Handler>(
     tx: mpsc::Sender<q::Finished>,
 ) {
     let (id, attempt, kind) = (job.id, job.attempts, job.kind.clone());
+    let workspace = job.workspace.clone();
+    let started = std::time::Instant::now();
     let attempt_future = AssertUnwindSafe(handler.handle(job)).catch_unwind();
     let outcome = match tokio::time::timeout(config.job_timeout, attempt_future).await {
         Ok(Ok(outcome)) => outcome,
@@ -406,6 +410,12 @@ async fn run_one<H: Handler>(
             delay: None,
         },
     };
+    crate::telemetry::metrics::attempt_finished(
+        &workspace,
+        &kind,
+        outcome.label(),
+        started.elapsed(),
+    );
     let completion = match outcome {
         Outcome::Done(result) => q::Completion::Succeeded(result),
         Outcome::Retry { error, delay } => {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::helpers::{test_db, wait_for_state};
 
-fn binary() -> Command {
+pub(crate) fn binary() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_timelines-sync"));
     for var in [
         "DATABASE_URL",
@@ -21,14 +21,14 @@ fn binary() -> Command {
     cmd
 }
 
-fn output(cmd: &mut Command) -> (Output, String, String) {
+pub(crate) fn output(cmd: &mut Command) -> (Output, String, String) {
     let out = cmd.output().expect("running the binary");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     (out, stdout, stderr)
 }
 
-fn write_config(text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+pub(crate) fn write_config(text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("timelines-sync.toml");
     std::fs::write(&path, text).unwrap();

@@ -7,6 +7,7 @@ mod helpers;
 mod http;
 mod limiter;
 mod maintenance;
+mod ops;
 mod queue;
 mod quota;
 mod roles;

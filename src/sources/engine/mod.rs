@@ -24,6 +24,7 @@ use serde::Serialize;
 use serde_json::Value;
 use sqlx::PgPool;
 use tokio::sync::Mutex;
+use tracing::Instrument;
 
 mod batch;
 mod read;
@@ -186,7 +187,8 @@ impl Poller {
         &self.catalog
     }
 
-    /// Runs source `name` once.
+    /// Runs source `name` once, in a `poll` span naming the source.
+    #[tracing::instrument(name = "poll", skip_all, fields(source = name))]
     pub async fn run(&self, name: &str, mode: Mode, dry_run: bool) -> Result<RunReport, RunError> {
         let source = self
             .catalog
@@ -444,10 +446,14 @@ impl Poller {
             // core while this one waits on Postgres.
             let (reading_source, reading_catalog) = (source.clone(), self.catalog.clone());
             let mut reading_ctx = ctx;
-            let reading = tokio::spawn(async move {
-                let next = read_batch(&reading_source, &reading_catalog, &mut reading_ctx).await;
-                (reading_ctx, next)
-            });
+            let reading = tokio::spawn(
+                async move {
+                    let next =
+                        read_batch(&reading_source, &reading_catalog, &mut reading_ctx).await;
+                    (reading_ctx, next)
+                }
+                .in_current_span(),
+            );
             let flushed = self
                 .flush(
                     source,
