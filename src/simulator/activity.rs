@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::messaging::create_direct_chat;
-use super::reply::{ApiError, FieldError};
 use super::render::ts;
+use super::reply::{ApiError, FieldError};
 use super::state::{Account, Shared, digits};
 use super::validate::check_phone;
 use super::webhooks::{self, Event, message_chat, party, short_account};
@@ -58,16 +58,30 @@ pub(crate) fn account_event(sim: &Shared, event: &str) -> bool {
         let account = &world.accounts[world.default_account()];
         json!({ "whatsapp_account": account_block(account, status, disconnected) })
     };
-    webhooks::deliver(sim, vec![Event { names: std::slice::from_ref(name), payload }]);
+    webhooks::deliver(
+        sim,
+        vec![Event {
+            names: std::slice::from_ref(name),
+            payload,
+        }],
+    );
     true
 }
 
 /// A call between the default account and `phone` (E.164), ended as `event` (one of
 /// [`CALL_EVENTS`]); creates the direct chat if needed. Returns the call's message uid.
-pub(crate) fn call(sim: &Shared, phone: &str, event: &str, duration_s: u32) -> Result<String, ApiError> {
+pub(crate) fn call(
+    sim: &Shared,
+    phone: &str,
+    event: &str,
+    duration_s: u32,
+) -> Result<String, ApiError> {
     check_phone(phone).map_err(|msg| ApiError::invalid(FieldError::body("phone", msg)))?;
     let Some(name) = CALL_EVENTS.iter().find(|e| **e == event) else {
-        return Err(ApiError::invalid(FieldError::body("event", "not a call event")));
+        return Err(ApiError::invalid(FieldError::body(
+            "event",
+            "not a call event",
+        )));
     };
     let uid = Uuid::new_v4().to_string();
     let payload = {
@@ -82,7 +96,11 @@ pub(crate) fn call(sim: &Shared, phone: &str, event: &str, duration_s: u32) -> R
         let contact = party(&chat.name, &chat.phone);
         let team = party(&acc.owner_name, &acc.phone);
         let incoming = name.starts_with("call:incoming");
-        let (caller, recipient) = if incoming { (contact, team) } else { (team, contact) };
+        let (caller, recipient) = if incoming {
+            (contact, team)
+        } else {
+            (team, contact)
+        };
         json!({
             "chat": message_chat(&world, chat),
             "whatsapp_account": short_account(acc),
@@ -98,6 +116,12 @@ pub(crate) fn call(sim: &Shared, phone: &str, event: &str, duration_s: u32) -> R
             },
         })
     };
-    webhooks::deliver(sim, vec![Event { names: std::slice::from_ref(name), payload }]);
+    webhooks::deliver(
+        sim,
+        vec![Event {
+            names: std::slice::from_ref(name),
+            payload,
+        }],
+    );
     Ok(uid)
 }

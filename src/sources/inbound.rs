@@ -67,7 +67,11 @@ impl Inbound {
 
     /// Runs the rules `event` triggers in `tx`; returns the jobs created. An event without a
     /// contact phone triggers nothing; a repeated event finds its rule events and does nothing.
-    pub async fn apply(&self, tx: &mut PgConnection, event: &InboundEvent<'_>) -> sqlx::Result<u64> {
+    pub async fn apply(
+        &self,
+        tx: &mut PgConnection,
+        event: &InboundEvent<'_>,
+    ) -> sqlx::Result<u64> {
         let rules = self.rules_for(event);
         if rules.is_empty() {
             return Ok(0);
@@ -94,7 +98,8 @@ impl Inbound {
             variables: Value::Object(variables),
         };
         let mut skips = Vec::new();
-        let (reads, deleted) = prepare(&self.catalog, source, &rules, now, vec![record], &mut skips);
+        let (reads, deleted) =
+            prepare(&self.catalog, source, &rules, now, vec![record], &mut skips);
         let mut report = RunReport {
             source: INBOUND_SOURCE.to_owned(),
             ..RunReport::default()

@@ -90,7 +90,9 @@ fn record_id(group: Group, e: &Claimed) -> String {
     let p = &e.payload;
     match (group, payload::message_uid(group, p), payload::chat_id(p)) {
         (Group::Message, Some(uid), _) => format!("message:{uid}"),
-        (Group::Chat, _, Some(chat)) if e.event_type.ends_with(":new") => format!("chat:{chat}:new"),
+        (Group::Chat, _, Some(chat)) if e.event_type.ends_with(":new") => {
+            format!("chat:{chat}:new")
+        }
         _ => format!("event:{}", e.id),
     }
 }
@@ -108,8 +110,14 @@ async fn apply_message(tx: &mut PgConnection, e: &Claimed, group: Group) -> sqlx
         merge_chat(tx, &e.workspace, chat).await?;
     }
     if let Some(message) = payload::rest_message(&e.event_type, p) {
-        store::upsert_messages(&mut *tx, &e.workspace, payload::chat_id(p), &[message], None)
-            .await?;
+        store::upsert_messages(
+            &mut *tx,
+            &e.workspace,
+            payload::chat_id(p),
+            &[message],
+            None,
+        )
+        .await?;
     }
     if let Some(reported) = payload::reported_status(&e.event_type, p) {
         let at = match group {
@@ -137,7 +145,14 @@ async fn apply_reaction(tx: &mut PgConnection, e: &Claimed) -> sqlx::Result<Appl
     if let Some(reactions) = p.pointer("/reaction/reactions") {
         message["reactions"] = reactions.clone();
     }
-    store::upsert_messages(&mut *tx, &e.workspace, payload::chat_id(p), &[message], None).await?;
+    store::upsert_messages(
+        &mut *tx,
+        &e.workspace,
+        payload::chat_id(p),
+        &[message],
+        None,
+    )
+    .await?;
     Ok(Applied::processed(Some(uid)))
 }
 
@@ -178,7 +193,14 @@ async fn apply_call(tx: &mut PgConnection, e: &Claimed) -> sqlx::Result<Applied>
         "recipient_phone": str_at(p, "call_details.recipient.phone"),
         "call_details": p.get("call_details"),
     });
-    store::upsert_messages(&mut *tx, &e.workspace, payload::chat_id(p), &[message], None).await?;
+    store::upsert_messages(
+        &mut *tx,
+        &e.workspace,
+        payload::chat_id(p),
+        &[message],
+        None,
+    )
+    .await?;
     Ok(Applied::processed(Some(uid)))
 }
 
@@ -208,7 +230,10 @@ async fn merge_chat(tx: &mut PgConnection, workspace: &str, chat: Value) -> sqlx
 }
 
 async fn merge_account(tx: &mut PgConnection, workspace: &str, account: Value) -> sqlx::Result<()> {
-    let id = account.get("id").and_then(Value::as_str).unwrap_or_default();
+    let id = account
+        .get("id")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let stored: Option<Value> = sqlx::query_scalar(
         "SELECT raw FROM timelines.whatsapp_accounts WHERE workspace = $1 AND account_id = $2",
     )

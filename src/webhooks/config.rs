@@ -108,7 +108,10 @@ impl WebhookSettings {
     /// Checks every key; the secret's value is never part of an error.
     pub fn validate(&self, env: &dyn Env) -> Result<(), ConfigError> {
         if self.secret.is_some() && self.secret_env.is_some() {
-            return Err(invalid("secret_env", "set either secret or secret_env, not both"));
+            return Err(invalid(
+                "secret_env",
+                "set either secret or secret_env, not both",
+            ));
         }
         if let Some(var) = &self.secret_env
             && env.var(var).is_none()
@@ -118,7 +121,11 @@ impl WebhookSettings {
                 format!("environment variable {var} is not set"),
             ));
         }
-        let key = if self.secret_env.is_some() { "secret_env" } else { "secret" };
+        let key = if self.secret_env.is_some() {
+            "secret_env"
+        } else {
+            "secret"
+        };
         if let Some(secret) = self.resolved_secret(env) {
             let secret = secret.expose();
             if secret.len() < 16 || secret.len() > 200 || !secret.chars().all(url_safe) {
@@ -150,7 +157,10 @@ impl WebhookSettings {
             if !EVENT_TYPES.contains(&event.as_str()) {
                 return Err(invalid(
                     &format!("events[{index}]"),
-                    format!("unknown event type {event:?} (known: {})", EVENT_TYPES.join(", ")),
+                    format!(
+                        "unknown event type {event:?} (known: {})",
+                        EVENT_TYPES.join(", ")
+                    ),
                 ));
             }
         }
@@ -232,6 +242,9 @@ mod tests {
             ..WebhookSettings::default()
         };
         let err = s.validate(&NoEnv).unwrap_err().to_string();
-        assert!(err.contains("webhooks.events[1]") && err.contains("chat:created"), "{err}");
+        assert!(
+            err.contains("webhooks.events[1]") && err.contains("chat:created"),
+            "{err}"
+        );
     }
 }

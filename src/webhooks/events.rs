@@ -184,11 +184,7 @@ pub async fn retry_later(
 }
 
 /// Deletes up to `batch` events past `retention` that are no longer pending; returns how many.
-pub async fn prune(
-    db: impl PgExecutor<'_>,
-    retention: Duration,
-    batch: i64,
-) -> sqlx::Result<u64> {
+pub async fn prune(db: impl PgExecutor<'_>, retention: Duration, batch: i64) -> sqlx::Result<u64> {
     let done = sqlx::query(
         "DELETE FROM timelines.webhook_events WHERE id IN (
              SELECT id FROM timelines.webhook_events

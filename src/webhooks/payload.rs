@@ -104,7 +104,11 @@ pub fn is_received(event_type: &str, payload: &Value) -> bool {
 
 /// The contact an event concerns (E.164) and their name: the other party of a message, the
 /// chat's phone otherwise. None for account events and group chats without a sender.
-pub fn contact(group: Group, event_type: &str, payload: &Value) -> (Option<String>, Option<String>) {
+pub fn contact(
+    group: Group,
+    event_type: &str,
+    payload: &Value,
+) -> (Option<String>, Option<String>) {
     let party = match group {
         Group::Message | Group::WabaMessage if is_received(event_type, payload) => {
             Some("message.sender")
@@ -115,7 +119,10 @@ pub fn contact(group: Group, event_type: &str, payload: &Value) -> (Option<Strin
     };
     let from_party = party.and_then(|p| {
         let phone = str_at(payload, &format!("{p}.phone")).and_then(e164)?;
-        Some((phone, str_at(payload, &format!("{p}.full_name")).map(str::to_owned)))
+        Some((
+            phone,
+            str_at(payload, &format!("{p}.full_name")).map(str::to_owned),
+        ))
     });
     if let Some((phone, name)) = from_party {
         return (Some(phone), name);
@@ -173,8 +180,7 @@ pub fn rest_message(event_type: &str, payload: &Value) -> Option<Value> {
 /// The status a message event reports: a `status` field if present, else `Sent` for an
 /// outbound `message:*` event (it fires once the message went out, §5.1) and the WABA name.
 pub fn reported_status(event_type: &str, payload: &Value) -> Option<String> {
-    if let Some(status) = str_at(payload, "message.status").or_else(|| str_at(payload, "status"))
-    {
+    if let Some(status) = str_at(payload, "message.status").or_else(|| str_at(payload, "status")) {
         return Some(status.to_owned());
     }
     match event_type {
@@ -308,7 +314,8 @@ mod tests {
 
     #[test]
     fn a_chat_event_renames_the_fields_the_rest_object_calls_otherwise() {
-        let p = json!({"chat": {"id": "42", "last_message_uuid": "u", "unattended_customer": true}});
+        let p =
+            json!({"chat": {"id": "42", "last_message_uuid": "u", "unattended_customer": true}});
         let c = chat_from_chat_event(&p).unwrap();
         assert_eq!(c["id"], 42);
         assert_eq!(c["last_message_uid"], "u");

@@ -109,8 +109,9 @@ impl Processor {
         Ok(true)
     }
 
-    /// Records a failed attempt: refused writes fail at once, anything else is retried with
-    /// backoff until `max_attempts`.
+    /// Records a failed attempt: a write the database refuses (bad data, a broken constraint)
+    /// fails at once; anything else (a lost connection, a deadlock, a key another instance took
+    /// at the same moment) is retried with backoff until `max_attempts`.
     async fn failed(
         &self,
         event: &events::Claimed,
@@ -118,12 +119,8 @@ impl Processor {
         result: &mut ProcessorRunResult,
     ) -> sqlx::Result<()> {
         let permanent = matches!(error, sqlx::Error::Database(e)
-            if e.code().is_some_and(|c| c.starts_with("22") || c.starts_with("23")));
-        let attempts = if permanent {
-            0
-        } else {
-            self.max_attempts
-        };
+            if e.code().is_some_and(|c| (c.starts_with("22") || c.starts_with("23")) && c != "23505"));
+        let attempts = if permanent { 0 } else { self.max_attempts };
         let delay = Backoff {
             base: Duration::from_secs(1),
             max: Duration::from_secs(300),
@@ -163,13 +160,19 @@ impl Processor {
                 Ok(done) => {
                     failures = 0;
                     if done.events() > 0 {
-                        tracing::info!(processed = done.processed, refused = done.refused,
-                            retried = done.retried, jobs_created = done.jobs_created, "webhook events applied");
+                        tracing::info!(
+                            processed = done.processed,
+                            refused = done.refused,
+                            retried = done.retried,
+                            jobs_created = done.jobs_created,
+                            "webhook events applied"
+                        );
                     }
                     if done.events() >= BATCH as u64 {
                         continue;
                     }
-                    self.poll_interval.mul_f64(0.9 + 0.2 * rand::random::<f64>())
+                    self.poll_interval
+                        .mul_f64(0.9 + 0.2 * rand::random::<f64>())
                 }
                 Err(error) => {
                     failures += 1;

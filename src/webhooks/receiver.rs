@@ -150,7 +150,10 @@ impl Receiver {
                     payload: None,
                     body: Some(bytes),
                     status: status::MALFORMED,
-                    error: Some(format!("the JSON cannot be stored as jsonb: {}", e.message())),
+                    error: Some(format!(
+                        "the JSON cannot be stored as jsonb: {}",
+                        e.message()
+                    )),
                     natural_key: None,
                     ..delivery
                 };
@@ -221,7 +224,11 @@ mod tests {
 
     #[test]
     fn bodies_are_classified_without_being_lost() {
-        let not_json = classify("default", b"{oops", Err(&serde_json::from_slice::<Value>(b"{oops").unwrap_err()));
+        let not_json = classify(
+            "default",
+            b"{oops",
+            Err(&serde_json::from_slice::<Value>(b"{oops").unwrap_err()),
+        );
         assert_eq!(not_json.status, status::MALFORMED);
         assert_eq!(not_json.body, Some(&b"{oops"[..]));
 
@@ -231,7 +238,10 @@ mod tests {
         assert!(d.error.unwrap().contains("chat:created"));
 
         let list = json!([1]);
-        assert_eq!(classify("default", b"", Ok(&list)).status, status::MALFORMED);
+        assert_eq!(
+            classify("default", b"", Ok(&list)).status,
+            status::MALFORMED
+        );
 
         let known = json!({"event_type": "message:new", "message": {"message_uid": "u"}});
         let d = classify("default", b"", Ok(&known));

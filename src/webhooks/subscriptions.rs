@@ -85,7 +85,8 @@ pub fn redact(text: &str, secret: &Secret) -> String {
     text.replace(secret.expose(), "[secret]")
 }
 
-/// Brings one workspace's subscriptions in line with `wanted`, pointing at `url`.
+/// Brings one workspace's subscriptions in line with `wanted`, pointing at `url`; a
+/// subscription is this service's when its URL starts with `ours_prefix`.
 pub async fn sync_workspace(
     client: &Client,
     ours_prefix: &str,
@@ -93,7 +94,10 @@ pub async fn sync_workspace(
     wanted: &[String],
     limit: usize,
 ) -> anyhow::Result<Vec<Line>> {
-    let hooks = client.list_webhooks().await.context("listing the subscriptions")?;
+    let hooks = client
+        .list_webhooks()
+        .await
+        .context("listing the subscriptions")?;
     let (ours, others): (Vec<&Webhook>, Vec<&Webhook>) = hooks
         .iter()
         .partition(|h| h.url.as_deref().is_some_and(|u| u.starts_with(ours_prefix)));
@@ -108,61 +112,97 @@ pub async fn sync_workspace(
             others.len()
         );
     }
-    let right = |h: &Webhook, event: &str| {
-        h.event_type.as_deref() == Some(event) && h.url.as_deref() == Some(url)
-            && h.enabled != Some(false)
-    };
-    // Keep the best existing subscription per wanted type: a right one, else one of that type.
-    let mut spare: Vec<&Webhook> = ours.clone();
-    let mut keep: Vec<(&String, Option<&Webhook>)> = Vec::new();
-    for event in wanted {
-        let pick = spare
-            .iter()
-            .position(|h| right(h, event))
-            .or_else(|| spare.iter().position(|h| h.event_type.as_deref() == Some(event.as_str())));
-        keep.push((event, pick.map(|i| spare.remove(i))));
-    }
     let mut lines = Vec::new();
-    let mut spare = spare.into_iter();
-    let mut creates = Vec::new();
-    for (event, hook) in keep {
-        let hook = hook.or_else(|| spare.next());
-        match hook {
-            Some(h) if right(h, event) => lines.push(line(&h.id, event, Change::Unchanged)),
-            Some(h) => {
-                let update = WebhookUpdate {
-                    event_type: Some(event.clone()),
-                    url: Some(url.to_owned()),
-                    enabled: Some(true),
-                };
-                client
-                    .update_webhook(&h.id, &update)
-                    .await
-                    .with_context(|| format!("updating subscription {} to {event}", h.id))?;
-                lines.push(line(&h.id, event, Change::Updated));
-            }
-            None => creates.push(event),
-        }
-    }
-    for h in spare {
-        client
-            .delete_webhook(&h.id)
-            .await
-            .with_context(|| format!("deleting subscription {}", h.id))?;
-        lines.push(line(&h.id, h.event_type.as_deref().unwrap_or(""), Change::Deleted));
-    }
-    for event in creates {
-        let created = client
-            .create_webhook(&NewWebhook {
-                event_type: event.clone(),
-                url: url.to_owned(),
-                enabled: Some(true),
-            })
-            .await
-            .with_context(|| format!("subscribing to {event}"))?;
-        lines.push(line(&created.id, event, Change::Created));
+    for step in plan(&ours, wanted, url) {
+        lines.push(apply(client, step, url).await?);
     }
     Ok(lines)
+}
+
+/// One change to make.
+enum Step<'a> {
+    /// Already right.
+    Keep(&'a Webhook, &'a str),
+    /// Re-point (and re-type, enable) an existing subscription of ours.
+    Update(&'a Webhook, &'a str),
+    /// Ours, no longer wanted.
+    Delete(&'a Webhook),
+    /// A new subscription.
+    Create(&'a str),
+}
+
+/// The steps, in the order they are made: keeps and updates, deletes (freeing slots), creates.
+fn plan<'a>(ours: &[&'a Webhook], wanted: &'a [String], url: &str) -> Vec<Step<'a>> {
+    let right = |h: &Webhook, event: &str| {
+        h.event_type.as_deref() == Some(event)
+            && h.url.as_deref() == Some(url)
+            && h.enabled != Some(false)
+    };
+    // Per wanted type, the best of ours: a right one, else one of that type.
+    let mut spare: Vec<&Webhook> = ours.to_vec();
+    let mut picks: Vec<(&str, Option<&Webhook>)> = Vec::new();
+    for event in wanted {
+        let pick = spare.iter().position(|h| right(h, event)).or_else(|| {
+            spare
+                .iter()
+                .position(|h| h.event_type.as_deref() == Some(event.as_str()))
+        });
+        picks.push((event, pick.map(|i| spare.remove(i))));
+    }
+    let mut spare = spare.into_iter();
+    let (mut steps, mut creates) = (Vec::new(), Vec::new());
+    for (event, hook) in picks {
+        match hook.or_else(|| spare.next()) {
+            Some(h) if right(h, event) => steps.push(Step::Keep(h, event)),
+            Some(h) => steps.push(Step::Update(h, event)),
+            None => creates.push(Step::Create(event)),
+        }
+    }
+    steps.extend(spare.map(Step::Delete));
+    steps.extend(creates);
+    steps
+}
+
+/// Makes one step.
+async fn apply(client: &Client, step: Step<'_>, url: &str) -> anyhow::Result<Line> {
+    Ok(match step {
+        Step::Keep(h, event) => line(&h.id, event, Change::Unchanged),
+        Step::Update(h, event) => {
+            let update = WebhookUpdate {
+                event_type: Some(event.to_owned()),
+                url: Some(url.to_owned()),
+                enabled: Some(true),
+            };
+            client
+                .update_webhook(&h.id, &update)
+                .await
+                .with_context(|| format!("updating subscription {} to {event}", h.id))?;
+            line(&h.id, event, Change::Updated)
+        }
+        Step::Delete(h) => {
+            client
+                .delete_webhook(&h.id)
+                .await
+                .with_context(|| format!("deleting subscription {}", h.id))?;
+            line(
+                &h.id,
+                h.event_type.as_deref().unwrap_or(""),
+                Change::Deleted,
+            )
+        }
+        Step::Create(event) => {
+            let new = NewWebhook {
+                event_type: event.to_owned(),
+                url: url.to_owned(),
+                enabled: Some(true),
+            };
+            let created = client
+                .create_webhook(&new)
+                .await
+                .with_context(|| format!("subscribing to {event}"))?;
+            line(&created.id, event, Change::Created)
+        }
+    })
 }
 
 fn line(id: &str, event: &str, change: Change) -> Line {
@@ -187,7 +227,11 @@ pub fn clients(settings: &Settings, pool: &PgPool) -> anyhow::Result<Vec<(String
         })?;
         let client = Client::new(&ws.api_url, token, ClientOptions::default())
             .with_context(|| format!("workspace {name}"))?
-            .with_gate(WorkspaceLimiter::new(pool.clone(), name, ws.rate_limit_per_minute));
+            .with_gate(WorkspaceLimiter::new(
+                pool.clone(),
+                name,
+                ws.rate_limit_per_minute,
+            ));
         clients.push((name.clone(), client));
     }
     anyhow::ensure!(
@@ -225,7 +269,12 @@ pub async fn sync(
             summary(&lines)
         ));
         for l in &lines {
-            out.push_str(&format!("  {:<10} {:<12} {}\n", l.id, format!("{:?}", l.change).to_lowercase(), l.event_type));
+            out.push_str(&format!(
+                "  {:<10} {:<12} {}\n",
+                l.id,
+                format!("{:?}", l.change).to_lowercase(),
+                l.event_type
+            ));
         }
     }
     Ok(out)
@@ -278,7 +327,11 @@ pub async fn list(
                 "  {:<10} {:<28} {:<8} errors {:<4} {}{}\n",
                 h.id,
                 h.event_type.as_deref().unwrap_or("?"),
-                if h.enabled == Some(false) { "disabled" } else { "enabled" },
+                if h.enabled == Some(false) {
+                    "disabled"
+                } else {
+                    "enabled"
+                },
                 h.errors_counter.unwrap_or(0),
                 hide(url),
                 if ours { "  (this service)" } else { "" }
@@ -294,18 +347,18 @@ mod tests {
 
     #[test]
     fn rule_events_a_wider_subscription_delivers_add_nothing() {
-        let mut settings = Settings::default();
-        settings.rules = toml::from_str::<toml::Table>(
+        let settings = Settings::parse(
             "[[rules]]\non = \"message:received:new\"\naction = \"add_note\"\ntemplate = \"x\"\n\
              [[rules]]\non = [\"call:incoming:missed\"]\naction = \"add_note\"\ntemplate = \"y\"\n",
+            std::path::Path::new("test.toml"),
         )
-        .unwrap()["rules"]
-            .clone()
-            .try_into()
-            .unwrap();
+        .unwrap();
         let wanted = wanted_events(&settings);
         assert!(!wanted.contains(&"message:received:new".to_owned()));
-        assert_eq!(wanted.last().map(String::as_str), Some("call:incoming:missed"));
+        assert_eq!(
+            wanted.last().map(String::as_str),
+            Some("call:incoming:missed")
+        );
     }
 
     #[test]

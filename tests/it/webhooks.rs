@@ -49,7 +49,8 @@ impl Hook {
             .await
             .unwrap();
         let (addr, shutdown) = serve(&db.pool, &settings).await;
-        let catalog = Arc::new(timelines_sync::sources::Catalog::build(&settings, &ProcessEnv).unwrap());
+        let catalog =
+            Arc::new(timelines_sync::sources::Catalog::build(&settings, &ProcessEnv).unwrap());
         let processor = timelines_sync::webhooks::processor(db.pool.clone(), &settings, catalog);
         Self {
             db,
@@ -66,7 +67,10 @@ impl Hook {
     /// Posts `body` as JSON to the receiver of the default workspace.
     pub async fn post(&self, body: &Value) -> (u16, Value) {
         let (status, text) = self
-            .post_raw(&format!("/webhooks/timelines/{SECRET}"), body.to_string().into_bytes())
+            .post_raw(
+                &format!("/webhooks/timelines/{SECRET}"),
+                body.to_string().into_bytes(),
+            )
             .await;
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
@@ -93,7 +97,10 @@ impl Hook {
     where
         T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send + Unpin,
     {
-        sqlx::query_scalar(sql).fetch_one(self.pool()).await.unwrap()
+        sqlx::query_scalar(sql)
+            .fetch_one(self.pool())
+            .await
+            .unwrap()
     }
 
     /// Every stored event as JSON, in arrival order.
@@ -129,12 +136,14 @@ pub async fn serve(pool: &PgPool, settings: &Settings) -> (SocketAddr, Shutdown)
     .await
     .unwrap();
     let addr = listener.local_addr().unwrap();
-    let router = timelines_sync::http::router(pool.clone()).merge(timelines_sync::webhooks::router(
-        pool.clone(),
-        settings,
-        &ProcessEnv,
-    ));
+    let router = timelines_sync::http::router(pool.clone()).merge(
+        timelines_sync::webhooks::router(pool.clone(), settings, &ProcessEnv),
+    );
     let shutdown = Shutdown::new();
-    tokio::spawn(timelines_sync::http::serve(listener, router, shutdown.clone()));
+    tokio::spawn(timelines_sync::http::serve(
+        listener,
+        router,
+        shutdown.clone(),
+    ));
     (addr, shutdown)
 }

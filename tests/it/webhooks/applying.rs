@@ -17,11 +17,21 @@ async fn row(hook: &Hook, sql: &'static str, key: &str) -> Value {
 }
 
 async fn message(hook: &Hook, uid: &str) -> Value {
-    row(hook, "SELECT to_jsonb(m) FROM timelines.messages m WHERE message_uid = $1", uid).await
+    row(
+        hook,
+        "SELECT to_jsonb(m) FROM timelines.messages m WHERE message_uid = $1",
+        uid,
+    )
+    .await
 }
 
 async fn chat(hook: &Hook, id: &str) -> Value {
-    row(hook, "SELECT to_jsonb(c) FROM timelines.chats c WHERE chat_id = $1::bigint", id).await
+    row(
+        hook,
+        "SELECT to_jsonb(c) FROM timelines.chats c WHERE chat_id = $1::bigint",
+        id,
+    )
+    .await
 }
 
 async fn history(hook: &Hook, uid: &str) -> Vec<String> {
@@ -46,7 +56,12 @@ async fn message_events_mirror_the_message_its_chat_and_the_sent_status() {
         assert_eq!(hook.post(&event).await.0, 200);
     }
     let done = hook.process().await;
-    assert_eq!((done.processed, done.refused), (4, 0), "{:#?}", hook.events().await);
+    assert_eq!(
+        (done.processed, done.refused),
+        (4, 0),
+        "{:#?}",
+        hook.events().await
+    );
 
     let inbound = message(&hook, "in-1").await;
     assert_eq!(inbound["from_me"], false);
@@ -61,11 +76,21 @@ async fn message_events_mirror_the_message_its_chat_and_the_sent_status() {
     assert_eq!(outbound["status"], "Sent");
     assert_eq!(outbound["recipient_phone"], ANA);
     assert_eq!(outbound["raw"]["reactions"], json!({"👍": 1}));
-    assert_eq!(history(&hook, "out-1").await, ["Sent"], "two events, one status entry");
+    assert_eq!(
+        history(&hook, "out-1").await,
+        ["Sent"],
+        "two events, one status entry"
+    );
     let c = chat(&hook, "101").await;
-    assert_eq!((c["name"].clone(), c["phone"].clone()), (json!("Ana Lima"), json!(ANA)));
+    assert_eq!(
+        (c["name"].clone(), c["phone"].clone()),
+        (json!("Ana Lima"), json!(ANA))
+    );
     let events = hook.events().await;
-    assert!(events.iter().all(|e| e["status"] == "processed"), "{events:#?}");
+    assert!(
+        events.iter().all(|e| e["status"] == "processed"),
+        "{events:#?}"
+    );
     assert_eq!(events[1]["message_uid"], "out-1");
 }
 
@@ -76,7 +101,12 @@ async fn chat_events_upsert_the_chat_and_its_assignee_and_keep_what_they_do_not_
         payloads::chat("chat:new", 202, ANA, None),
         payloads::chat("chat:incoming:new", 202, ANA, None),
         payloads::chat("chat:outgoing:new", 203, "+14155550124", None),
-        payloads::chat("chat:responsible:assigned", 202, ANA, Some("rita@example.com")),
+        payloads::chat(
+            "chat:responsible:assigned",
+            202,
+            ANA,
+            Some("rita@example.com"),
+        ),
     ] {
         hook.post(&event).await;
     }
@@ -91,15 +121,34 @@ async fn chat_events_upsert_the_chat_and_its_assignee_and_keep_what_they_do_not_
 
     // Unassigned: the assignee is cleared; a message event after it (a partial chat block)
     // clears nothing it does not tell.
-    hook.post(&payloads::chat("chat:responsible:unassigned", 202, ANA, None)).await;
-    hook.post(&payloads::message("message:received:new", "in-2", 202, ANA, true, "?")).await;
+    hook.post(&payloads::chat(
+        "chat:responsible:unassigned",
+        202,
+        ANA,
+        None,
+    ))
+    .await;
+    hook.post(&payloads::message(
+        "message:received:new",
+        "in-2",
+        202,
+        ANA,
+        true,
+        "?",
+    ))
+    .await;
     assert_eq!(hook.process().await.processed, 2);
     let c = chat(&hook, "202").await;
     assert_eq!(c["responsible_email"], Value::Null);
     assert_eq!(c["labels"], json!(["lead", "vip"]));
     assert_eq!(c["closed"], false);
     // The account block of chat events lands too.
-    let account = row(&hook, "SELECT to_jsonb(a) FROM timelines.whatsapp_accounts a WHERE account_id = $1", ACCOUNT_WID).await;
+    let account = row(
+        &hook,
+        "SELECT to_jsonb(a) FROM timelines.whatsapp_accounts a WHERE account_id = $1",
+        ACCOUNT_WID,
+    )
+    .await;
     assert_eq!(account["status"], "Active");
 }
 
@@ -109,11 +158,13 @@ async fn account_events_update_the_account_status() {
     let status = |hook: &Hook| {
         let pool = hook.pool().clone();
         async move {
-            sqlx::query_scalar::<_, String>("SELECT status FROM timelines.whatsapp_accounts WHERE account_id = $1")
-                .bind(ACCOUNT_WID)
-                .fetch_one(&pool)
-                .await
-                .unwrap()
+            sqlx::query_scalar::<_, String>(
+                "SELECT status FROM timelines.whatsapp_accounts WHERE account_id = $1",
+            )
+            .bind(ACCOUNT_WID)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
         }
     };
     for (event, expected) in [
@@ -127,7 +178,12 @@ async fn account_events_update_the_account_status() {
         assert_eq!(hook.process().await.processed, 1, "{event}");
         assert_eq!(status(&hook).await, expected, "{event}");
     }
-    let account = row(&hook, "SELECT to_jsonb(a) FROM timelines.whatsapp_accounts a WHERE account_id = $1", ACCOUNT_WID).await;
+    let account = row(
+        &hook,
+        "SELECT to_jsonb(a) FROM timelines.whatsapp_accounts a WHERE account_id = $1",
+        ACCOUNT_WID,
+    )
+    .await;
     assert_eq!(account["phone"], "+972540000001");
     assert_eq!(account["account_name"], "Sales line");
 }
@@ -187,14 +243,30 @@ async fn waba_message_statuses_are_recorded_and_a_failure_gives_the_credits_back
         hook.post(&body).await;
     }
     // Other WABA events carry no documented shape: kept, not applied.
-    hook.post(&json!({"event_type": "waba:template:approved", "template": {"id": 1}})).await;
+    hook.post(&json!({"event_type": "waba:template:approved", "template": {"id": 1}}))
+        .await;
     let done = hook.process().await;
-    assert_eq!((done.processed, done.refused), (5, 1), "{:#?}", hook.events().await);
+    assert_eq!(
+        (done.processed, done.refused),
+        (5, 1),
+        "{:#?}",
+        hook.events().await
+    );
     assert_eq!(message(&hook, "w-read").await["status"], "Read");
-    assert_eq!(message(&hook, "w-read").await["job_id"], 43, "still linked to its job");
-    assert_eq!(history(&hook, "w-read").await, ["Sent", "Delivered", "Read"]);
+    assert_eq!(
+        message(&hook, "w-read").await["job_id"],
+        43,
+        "still linked to its job"
+    );
+    assert_eq!(
+        history(&hook, "w-read").await,
+        ["Sent", "Delivered", "Read"]
+    );
     let failed = message(&hook, "w-fail").await;
-    assert_eq!((failed["status"].clone(), failed["credits_restored"].clone()), (json!("Failed"), json!(true)));
+    assert_eq!(
+        (failed["status"].clone(), failed["credits_restored"].clone()),
+        (json!("Failed"), json!(true))
+    );
     assert_eq!(used().await, 1, "the failed message's credit came back");
     assert_eq!(message(&hook, "w-in").await["from_me"], false);
     let events = hook.events().await;

@@ -26,10 +26,21 @@ fn message_chat(chat_id: i64, phone: &str) -> Value {
 
 /// `message:new`, `message:received:new` or `message:sent:new`: a message between `phone`
 /// (the contact) and the team, `received` from the contact or sent to them.
-pub fn message(event_type: &str, uid: &str, chat_id: i64, phone: &str, received: bool, text: &str) -> Value {
+pub fn message(
+    event_type: &str,
+    uid: &str,
+    chat_id: i64,
+    phone: &str,
+    received: bool,
+    text: &str,
+) -> Value {
     let contact = json!({"full_name": "Ana Lima", "phone": phone});
     let team = json!({"full_name": "Team Owner", "phone": ACCOUNT_PHONE});
-    let (sender, recipient) = if received { (contact, team) } else { (team, contact) };
+    let (sender, recipient) = if received {
+        (contact, team)
+    } else {
+        (team, contact)
+    };
     json!({
         "event_type": event_type,
         "chat": message_chat(chat_id, phone),
@@ -89,7 +100,11 @@ pub fn call(event_type: &str, uid: &str, chat_id: i64, phone: &str) -> Value {
     let incoming = event_type.starts_with("call:incoming");
     let contact = json!({"full_name": "Ana Lima", "phone": phone});
     let team = json!({"full_name": "Team Owner", "phone": ACCOUNT_PHONE});
-    let (caller, recipient) = if incoming { (contact, team) } else { (team, contact) };
+    let (caller, recipient) = if incoming {
+        (contact, team)
+    } else {
+        (team, contact)
+    };
     json!({
         "event_type": event_type,
         "chat": message_chat(chat_id, phone),
@@ -103,7 +118,14 @@ pub fn call(event_type: &str, uid: &str, chat_id: i64, phone: &str) -> Value {
 /// A `waba:message:*` event (shape not in the reference: the message events' shape is
 /// assumed).
 pub fn waba_message(event_type: &str, uid: &str, chat_id: i64, phone: &str) -> Value {
-    let mut event = message(event_type, uid, chat_id, phone, event_type.ends_with("received"), "hi");
+    let mut event = message(
+        event_type,
+        uid,
+        chat_id,
+        phone,
+        event_type.ends_with("received"),
+        "hi",
+    );
     event["timestamp"] = json!("2024-03-01 10:30:00 +0300");
     event
 }

@@ -26,19 +26,34 @@ async fn a_wrong_secret_or_none_configured_is_404_and_stores_nothing() {
         assert_eq!(status, 404, "{path}");
     }
     // Other methods too: nothing tells a right guess from a wrong one but the secret itself.
-    let get = reqwest::get(format!("http://{}/webhooks/timelines/wrong", hook.addr)).await.unwrap();
+    let get = reqwest::get(format!("http://{}/webhooks/timelines/wrong", hook.addr))
+        .await
+        .unwrap();
     assert_eq!(get.status().as_u16(), 404);
-    let get = reqwest::get(format!("http://{}/webhooks/timelines/{SECRET}", hook.addr)).await.unwrap();
+    let get = reqwest::get(format!("http://{}/webhooks/timelines/{SECRET}", hook.addr))
+        .await
+        .unwrap();
     assert_eq!(get.status().as_u16(), 405);
-    assert_eq!(hook.scalar::<i64>("SELECT count(*) FROM timelines.webhook_events").await, 0);
+    assert_eq!(
+        hook.scalar::<i64>("SELECT count(*) FROM timelines.webhook_events")
+            .await,
+        0
+    );
 
     // No secret configured: the receiver knows no path.
     let open = Hook::start("[webhooks]\npublic_url = \"http://x.example\"\n").await;
-    for path in ["/webhooks/timelines/anything".to_owned(), format!("/webhooks/timelines/{SECRET}")] {
+    for path in [
+        "/webhooks/timelines/anything".to_owned(),
+        format!("/webhooks/timelines/{SECRET}"),
+    ] {
         let (status, _) = open.post_raw(&path, body.to_string().into_bytes()).await;
         assert_eq!(status, 404, "{path}");
     }
-    assert_eq!(open.scalar::<i64>("SELECT count(*) FROM timelines.webhook_events").await, 0);
+    assert_eq!(
+        open.scalar::<i64>("SELECT count(*) FROM timelines.webhook_events")
+            .await,
+        0
+    );
 }
 
 #[tokio::test]
@@ -54,7 +69,11 @@ async fn an_oversized_body_is_413_and_not_stored() {
     // Without a Content-Length (chunked): cut off at the limit while reading.
     let answer = post_chunked(hook.addr, &path, big.to_string().as_bytes()).await;
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
-    assert_eq!(hook.scalar::<i64>("SELECT count(*) FROM timelines.webhook_events").await, 0);
+    assert_eq!(
+        hook.scalar::<i64>("SELECT count(*) FROM timelines.webhook_events")
+            .await,
+        0
+    );
 
     // At the limit is fine.
     let small = payloads::message("message:new", "m-small", 1, "+14155550123", true, "hi");
@@ -83,49 +102,90 @@ async fn bad_bodies_are_stored_marked_and_answered_2xx_without_crashing_anything
         assert_eq!(status, 200, "{what}: {text}");
     }
     let (status, _) = hook
-        .post_raw(&format!("{path}?workspace=nope"), br#"{"event_type": "message:new"}"#.to_vec())
+        .post_raw(
+            &format!("{path}?workspace=nope"),
+            br#"{"event_type": "message:new"}"#.to_vec(),
+        )
         .await;
     assert_eq!(status, 200);
     hook.process().await;
 
     let events = hook.events().await;
     assert_eq!(events.len(), bodies.len() + 1, "every delivery is kept");
-    let status: Vec<&str> = events.iter().map(|e| e["status"].as_str().unwrap()).collect();
+    let status: Vec<&str> = events
+        .iter()
+        .map(|e| e["status"].as_str().unwrap())
+        .collect();
     assert_eq!(
         status,
         [
-            "malformed", "malformed", "malformed", "malformed", "unknown", "unknown", "malformed",
-            "malformed", "malformed", "malformed", "malformed", "malformed"
+            "malformed",
+            "malformed",
+            "malformed",
+            "malformed",
+            "unknown",
+            "unknown",
+            "malformed",
+            "malformed",
+            "malformed",
+            "malformed",
+            "malformed",
+            "malformed"
         ],
         "{events:#?}"
     );
     for event in &events {
-        assert!(event["error"].as_str().is_some_and(|e| !e.is_empty()), "{event}");
+        assert!(
+            event["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{event}"
+        );
     }
     assert!(events[0]["error"].as_str().unwrap().contains("not JSON"));
-    assert!(events[4]["error"].as_str().unwrap().contains("chat:created"));
+    assert!(
+        events[4]["error"]
+            .as_str()
+            .unwrap()
+            .contains("chat:created")
+    );
     assert!(events[6]["error"].as_str().unwrap().contains("message_uid"));
-    assert!(events[11]["error"].as_str().unwrap().contains("\"nope\" is not configured"));
+    assert!(
+        events[11]["error"]
+            .as_str()
+            .unwrap()
+            .contains("\"nope\" is not configured")
+    );
     // The bytes of bodies that are not JSON are kept as they came.
-    let raw: Vec<u8> = sqlx::query_scalar("SELECT body FROM timelines.webhook_events ORDER BY id LIMIT 1 OFFSET 1")
-        .fetch_one(hook.pool())
-        .await
-        .unwrap();
+    let raw: Vec<u8> = sqlx::query_scalar(
+        "SELECT body FROM timelines.webhook_events ORDER BY id LIMIT 1 OFFSET 1",
+    )
+    .fetch_one(hook.pool())
+    .await
+    .unwrap();
     assert_eq!(raw, bodies[1].1);
     // The service still answers.
-    let health = reqwest::get(format!("http://{}/healthz", hook.addr)).await.unwrap();
+    let health = reqwest::get(format!("http://{}/healthz", hook.addr))
+        .await
+        .unwrap();
     assert_eq!(health.status().as_u16(), 200);
 }
 
 #[tokio::test]
 async fn a_repeated_delivery_is_stored_once_and_applied_once() {
     let hook = Hook::start(&webhooks_toml()).await;
-    let event = payloads::message("message:received:new", "m-dup", 7, "+14155550123", true, "hello");
+    let event = payloads::message(
+        "message:received:new",
+        "m-dup",
+        7,
+        "+14155550123",
+        true,
+        "hello",
+    );
     let (status, first) = hook.post(&event).await;
     assert_eq!((status, first["duplicate"].clone()), (200, json!(false)));
     // A redelivery may carry a fresh signed download URL: still the same event.
     let mut again = event.clone();
-    again["message"]["attachments"][0]["temporary_download_url"] = json!("https://files.example/x?sig=2");
+    again["message"]["attachments"][0]["temporary_download_url"] =
+        json!("https://files.example/x?sig=2");
     let (status, second) = hook.post(&again).await;
     assert_eq!((status, second["duplicate"].clone()), (200, json!(true)));
     assert_eq!(first["id"], second["id"]);
@@ -138,7 +198,11 @@ async fn a_repeated_delivery_is_stored_once_and_applied_once() {
     assert_eq!(events[0]["deliveries"], 2);
     assert_eq!(events[0]["status"], "processed");
     assert_eq!(events[0]["message_uid"], "m-dup");
-    assert_eq!(hook.scalar::<i64>("SELECT count(*) FROM timelines.messages").await, 1);
+    assert_eq!(
+        hook.scalar::<i64>("SELECT count(*) FROM timelines.messages")
+            .await,
+        1
+    );
 }
 
 /// Posts `body` with `Transfer-Encoding: chunked` (no length up front); returns the raw answer.

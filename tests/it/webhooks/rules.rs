@@ -34,15 +34,54 @@ async fn a_stop_reply_opts_the_contact_out_and_cancels_their_queued_sends() {
     let hook = Hook::start(&webhooks_toml()).await;
     hook.post(&payloads::chat("chat:new", 101, ANA, None)).await;
     hook.process().await;
-    let by_phone = enqueue(&hook, "send_message", json!({"phone": ANA, "text": "Promo"})).await;
-    let by_chat = enqueue(&hook, "send_message", json!({"chat_id": 101, "text": "Promo"})).await;
+    let by_phone = enqueue(
+        &hook,
+        "send_message",
+        json!({"phone": ANA, "text": "Promo"}),
+    )
+    .await;
+    let by_chat = enqueue(
+        &hook,
+        "send_message",
+        json!({"chat_id": 101, "text": "Promo"}),
+    )
+    .await;
     let note = enqueue(&hook, "add_note", json!({"phone": ANA, "text": "called"})).await;
-    let other = enqueue(&hook, "send_message", json!({"phone": BOB, "text": "Promo"})).await;
+    let other = enqueue(
+        &hook,
+        "send_message",
+        json!({"phone": BOB, "text": "Promo"}),
+    )
+    .await;
 
-    hook.post(&payloads::message("message:received:new", "m-stop", 101, ANA, true, "  Stop\n")).await;
-    hook.post(&payloads::message("message:received:new", "m-bob", 102, BOB, true, "please stop that")).await;
+    hook.post(&payloads::message(
+        "message:received:new",
+        "m-stop",
+        101,
+        ANA,
+        true,
+        "  Stop\n",
+    ))
+    .await;
+    hook.post(&payloads::message(
+        "message:received:new",
+        "m-bob",
+        102,
+        BOB,
+        true,
+        "please stop that",
+    ))
+    .await;
     // A STOP the team sends is not the contact opting out.
-    hook.post(&payloads::message("message:sent:new", "m-team", 103, "+14155550125", false, "STOP")).await;
+    hook.post(&payloads::message(
+        "message:sent:new",
+        "m-team",
+        103,
+        "+14155550125",
+        false,
+        "STOP",
+    ))
+    .await;
     assert_eq!(hook.process().await.processed, 3);
 
     let opt_outs: Vec<(String, String, String)> =
@@ -50,22 +89,56 @@ async fn a_stop_reply_opts_the_contact_out_and_cancels_their_queued_sends() {
             .fetch_all(hook.pool())
             .await
             .unwrap();
-    assert_eq!(opt_outs, [(ANA.to_owned(), "replied \"Stop\"".to_owned(), "webhook".to_owned())]);
+    assert_eq!(
+        opt_outs,
+        [(
+            ANA.to_owned(),
+            "replied \"Stop\"".to_owned(),
+            "webhook".to_owned()
+        )]
+    );
     for id in [by_phone, by_chat] {
         let job = crate::helpers::job_row(hook.pool(), id).await;
         assert_eq!(job["state"], "cancelled", "{job}");
         let reason = job["last_error"].as_str().unwrap();
-        assert!(reason.contains(&format!("{ANA} opted out")) && reason.contains("replied \"Stop\""), "{reason}");
+        assert!(
+            reason.contains(&format!("{ANA} opted out")) && reason.contains("replied \"Stop\""),
+            "{reason}"
+        );
     }
-    assert_eq!(crate::helpers::state_of(hook.pool(), note).await, "queued", "notes are not messages");
+    assert_eq!(
+        crate::helpers::state_of(hook.pool(), note).await,
+        "queued",
+        "notes are not messages"
+    );
     assert_eq!(crate::helpers::state_of(hook.pool(), other).await, "queued");
 }
 
 #[tokio::test]
 async fn opt_out_keywords_are_configurable_and_opt_out_by_reply_can_be_turned_off() {
-    let hook = Hook::start(&format!("{}opt_out_keywords = [\"basta\", \"ALTO\"]\n", webhooks_toml())).await;
-    hook.post(&payloads::message("message:received:new", "m-1", 1, ANA, true, "STOP")).await;
-    hook.post(&payloads::message("message:received:new", "m-2", 2, BOB, true, "Basta")).await;
+    let hook = Hook::start(&format!(
+        "{}opt_out_keywords = [\"basta\", \"ALTO\"]\n",
+        webhooks_toml()
+    ))
+    .await;
+    hook.post(&payloads::message(
+        "message:received:new",
+        "m-1",
+        1,
+        ANA,
+        true,
+        "STOP",
+    ))
+    .await;
+    hook.post(&payloads::message(
+        "message:received:new",
+        "m-2",
+        2,
+        BOB,
+        true,
+        "Basta",
+    ))
+    .await;
     hook.process().await;
     let phones: Vec<String> = sqlx::query_scalar("SELECT phone FROM timelines.opt_outs")
         .fetch_all(hook.pool())
@@ -74,9 +147,21 @@ async fn opt_out_keywords_are_configurable_and_opt_out_by_reply_can_be_turned_of
     assert_eq!(phones, [BOB]);
 
     let off = Hook::start(&format!("{}opt_out_by_reply = false\n", webhooks_toml())).await;
-    off.post(&payloads::message("message:received:new", "m-1", 1, ANA, true, "STOP")).await;
+    off.post(&payloads::message(
+        "message:received:new",
+        "m-1",
+        1,
+        ANA,
+        true,
+        "STOP",
+    ))
+    .await;
     off.process().await;
-    assert_eq!(off.scalar::<i64>("SELECT count(*) FROM timelines.opt_outs").await, 0);
+    assert_eq!(
+        off.scalar::<i64>("SELECT count(*) FROM timelines.opt_outs")
+            .await,
+        0
+    );
 }
 
 const NOTE_RULES: &str = r#"
@@ -98,7 +183,14 @@ async fn an_inbound_rule_creates_exactly_one_job_per_event_even_when_delivered_t
     let hook = Hook::start(&format!("{}{NOTE_RULES}", webhooks_toml())).await;
     // One message, delivered as `message:new` and `message:received:new`, the latter twice.
     let as_new = payloads::message("message:new", "m-1", 101, ANA, true, "Is it in stock?");
-    let as_received = payloads::message("message:received:new", "m-1", 101, ANA, true, "Is it in stock?");
+    let as_received = payloads::message(
+        "message:received:new",
+        "m-1",
+        101,
+        ANA,
+        true,
+        "Is it in stock?",
+    );
     for body in [&as_new, &as_received, &as_received] {
         assert_eq!(hook.post(body).await.0, 200);
     }
@@ -113,23 +205,52 @@ async fn an_inbound_rule_creates_exactly_one_job_per_event_even_when_delivered_t
 
     let notes = jobs(&hook, "add_note").await;
     assert_eq!(notes.len(), 1, "{notes:#?}");
-    assert_eq!(notes[0]["payload"], json!({"phone": ANA, "text": "Ana Lima wrote: Is it in stock?"}));
-    assert_eq!(notes[0]["idempotency_key"], "webhook:timelines:note-inbound:message:m-1:event");
+    assert_eq!(
+        notes[0]["payload"],
+        json!({"phone": ANA, "text": "Ana Lima wrote: Is it in stock?"})
+    );
+    assert_eq!(
+        notes[0]["idempotency_key"],
+        "webhook:timelines:note-inbound:message:m-1:event"
+    );
     let outcomes: Vec<(String, String)> =
         sqlx::query_as("SELECT rule, outcome FROM timelines.rule_events")
             .fetch_all(hook.pool())
             .await
             .unwrap();
-    assert_eq!(outcomes, [("note-inbound".to_owned(), "enqueued".to_owned())]);
+    assert_eq!(
+        outcomes,
+        [("note-inbound".to_owned(), "enqueued".to_owned())]
+    );
 
     // The team's own messages are not inbound; another inbound message is another job.
-    hook.post(&payloads::message("message:new", "m-2", 101, ANA, false, "Yes!")).await;
-    hook.post(&payloads::message("message:received:new", "m-3", 101, ANA, true, "Great")).await;
-    hook.post(&payloads::call("call:incoming:missed", "c-1", 101, BOB)).await;
+    hook.post(&payloads::message(
+        "message:new",
+        "m-2",
+        101,
+        ANA,
+        false,
+        "Yes!",
+    ))
+    .await;
+    hook.post(&payloads::message(
+        "message:received:new",
+        "m-3",
+        101,
+        ANA,
+        true,
+        "Great",
+    ))
+    .await;
+    hook.post(&payloads::call("call:incoming:missed", "c-1", 101, BOB))
+        .await;
     assert_eq!(hook.process().await.jobs_created, 2);
     assert_eq!(jobs(&hook, "add_note").await.len(), 2);
     let labels = jobs(&hook, "add_labels").await;
-    assert_eq!(labels[0]["payload"], json!({"phone": BOB, "labels": ["missed-call"]}));
+    assert_eq!(
+        labels[0]["payload"],
+        json!({"phone": BOB, "labels": ["missed-call"]})
+    );
 }
 
 #[tokio::test]
@@ -152,27 +273,53 @@ quiet_hours = {{ start = "{quiet_start}", end = "{quiet_end}", timezone = "UTC" 
     .await;
     for (uid, phone, text) in [
         ("m-1", ANA, "Hello"),
-        ("m-2", ANA, "Hello again"),  // capped: one auto-reply per day
-        ("m-3", BOB, "STOP"),         // opted out by this very message
+        ("m-2", ANA, "Hello again"), // capped: one auto-reply per day
+        ("m-3", BOB, "STOP"),        // opted out by this very message
         ("m-4", "+14155550125", "ignore me"), // filtered out
     ] {
-        hook.post(&payloads::message("message:received:new", uid, 1, phone, true, text)).await;
+        hook.post(&payloads::message(
+            "message:received:new",
+            uid,
+            1,
+            phone,
+            true,
+            text,
+        ))
+        .await;
     }
     assert_eq!(hook.process().await.jobs_created, 1);
     let sends = jobs(&hook, "send_message").await;
     assert_eq!(sends.len(), 1);
     assert_eq!(sends[0]["payload"]["phone"], ANA);
-    let run_at: chrono::DateTime<chrono::Utc> = serde_json::from_value(sends[0]["run_at"].clone()).unwrap();
-    assert!(run_at > now + chrono::Duration::minutes(30), "held for the end of quiet hours: {run_at}");
-    let outcomes: Vec<(String, String)> =
-        sqlx::query_as("SELECT phone, outcome FROM timelines.rule_events ORDER BY created_at, phone")
-            .fetch_all(hook.pool())
-            .await
-            .unwrap();
-    assert!(outcomes.contains(&(ANA.to_owned(), "enqueued".to_owned())), "{outcomes:?}");
-    assert!(outcomes.contains(&(ANA.to_owned(), "capped".to_owned())), "{outcomes:?}");
-    assert!(outcomes.contains(&(BOB.to_owned(), "opted_out".to_owned())), "{outcomes:?}");
-    assert_eq!(outcomes.len(), 3, "the filtered message is no event: {outcomes:?}");
+    let run_at: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(sends[0]["run_at"].clone()).unwrap();
+    assert!(
+        run_at > now + chrono::Duration::minutes(30),
+        "held for the end of quiet hours: {run_at}"
+    );
+    let outcomes: Vec<(String, String)> = sqlx::query_as(
+        "SELECT phone, outcome FROM timelines.rule_events ORDER BY created_at, phone",
+    )
+    .fetch_all(hook.pool())
+    .await
+    .unwrap();
+    assert!(
+        outcomes.contains(&(ANA.to_owned(), "enqueued".to_owned())),
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes.contains(&(ANA.to_owned(), "capped".to_owned())),
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes.contains(&(BOB.to_owned(), "opted_out".to_owned())),
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        outcomes.len(),
+        3,
+        "the filtered message is no event: {outcomes:?}"
+    );
 }
 
 fn config_error(toml: &str) -> String {
@@ -183,20 +330,35 @@ fn config_error(toml: &str) -> String {
 #[test]
 fn inbound_rule_mistakes_are_refused_with_their_key() {
     let cases = [
-        ("[[rules]]\non = \"chat:created\"\naction = \"add_note\"\ntemplate = \"x\"\n", "rules[0].on"),
-        ("[[rules]]\nsource = \"timelines\"\naction = \"add_note\"\ntemplate = \"x\"\n", "rules[0].on"),
+        (
+            "[[rules]]\non = \"chat:created\"\naction = \"add_note\"\ntemplate = \"x\"\n",
+            "rules[0].on",
+        ),
+        (
+            "[[rules]]\nsource = \"timelines\"\naction = \"add_note\"\ntemplate = \"x\"\n",
+            "rules[0].on",
+        ),
         (
             "[[rules]]\non = \"message:new\"\ntrigger = \"updated\"\naction = \"add_note\"\ntemplate = \"x\"\n",
             "rules[0].trigger",
         ),
-        ("[[rules]]\naction = \"add_note\"\ntemplate = \"x\"\n", "rules[0].source"),
+        (
+            "[[rules]]\naction = \"add_note\"\ntemplate = \"x\"\n",
+            "rules[0].source",
+        ),
         (
             "[sources.timelines]\nsql = \"SELECT 1\"\ncursor_field = \"t\"\nid_field = \"i\"\nphone_fields = [\"p\"]\n",
             "sources.timelines",
         ),
-        ("[webhooks]\nevents = [\"message:new\", \"chat:created\"]\n", "webhooks.events[1]"),
+        (
+            "[webhooks]\nevents = [\"message:new\", \"chat:created\"]\n",
+            "webhooks.events[1]",
+        ),
         ("[webhooks]\nsecret = \"short\"\n", "webhooks.secret"),
-        ("[webhooks]\nmax_body_bytes = 10\n", "webhooks.max_body_bytes"),
+        (
+            "[webhooks]\nmax_body_bytes = 10\n",
+            "webhooks.max_body_bytes",
+        ),
     ];
     for (toml, key) in cases {
         let error = config_error(toml);

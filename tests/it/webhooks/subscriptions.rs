@@ -40,7 +40,12 @@ async fn hooks(client: &Client) -> Vec<(String, String, String, bool)> {
         .unwrap()
         .into_iter()
         .map(|h: Webhook| {
-            (h.id, h.event_type.unwrap_or_default(), h.url.unwrap_or_default(), h.enabled.unwrap_or(true))
+            (
+                h.id,
+                h.event_type.unwrap_or_default(),
+                h.url.unwrap_or_default(),
+                h.enabled.unwrap_or(true),
+            )
         })
         .collect();
     all.sort();
@@ -77,7 +82,10 @@ async fn webhooks_sync_is_idempotent_leaves_other_tools_alone_and_respects_the_l
     create(client, "call:outgoing:ended", &old).await;
 
     let report = sync(&settings, &clients).await.unwrap();
-    assert!(report.contains("5 created, 2 updated, 0 deleted, 0 unchanged"), "{report}");
+    assert!(
+        report.contains("5 created, 2 updated, 0 deleted, 0 unchanged"),
+        "{report}"
+    );
     assert!(!report.contains(SECRET), "{report}");
     let url = format!("{public}/webhooks/timelines/{SECRET}?workspace=default");
     let after = hooks(client).await;
@@ -87,24 +95,42 @@ async fn webhooks_sync_is_idempotent_leaves_other_tools_alone_and_respects_the_l
     assert_eq!(
         events,
         [
-            "chat:new", "chat:responsible:assigned", "chat:responsible:unassigned", "message:new",
-            "message:reaction", "whatsapp:account:connected", "whatsapp:account:disconnected"
+            "chat:new",
+            "chat:responsible:assigned",
+            "chat:responsible:unassigned",
+            "message:new",
+            "message:reaction",
+            "whatsapp:account:connected",
+            "whatsapp:account:disconnected"
         ]
     );
     assert!(ours.iter().all(|h| h.3), "all enabled");
     assert_eq!(after.len(), 8);
-    assert!(after.iter().any(|h| h.2 == "https://zapier.example/hooks/abc" && !h.3), "untouched");
+    assert!(
+        after
+            .iter()
+            .any(|h| h.2 == "https://zapier.example/hooks/abc" && !h.3),
+        "untouched"
+    );
 
     // Again: nothing to do.
     let again = sync(&settings, &clients).await.unwrap();
-    assert!(again.contains("0 created, 0 updated, 0 deleted, 7 unchanged"), "{again}");
+    assert!(
+        again.contains("0 created, 0 updated, 0 deleted, 7 unchanged"),
+        "{again}"
+    );
     assert_eq!(hooks(client).await, after);
 
     // Two more tools (10 in all): fine. Then one event type more would need 11: refused, and
     // nothing changes.
     create(client, "chat:new", "https://crm.example/a").await;
     create(client, "chat:new", "https://crm.example/b").await;
-    assert!(sync(&settings, &clients).await.unwrap().contains("7 unchanged"));
+    assert!(
+        sync(&settings, &clients)
+            .await
+            .unwrap()
+            .contains("7 unchanged")
+    );
     let before = hooks(client).await;
     let wider = super::settings(&config_for(
         &sim,
@@ -114,19 +140,30 @@ async fn webhooks_sync_is_idempotent_leaves_other_tools_alone_and_respects_the_l
          \"whatsapp:account:disconnected\", \"call:incoming:missed\"]\n",
     ));
     let error = format!("{:#}", sync(&wider, &clients).await.unwrap_err());
-    assert!(error.contains("allows 10") && error.contains("nothing was changed"), "{error}");
+    assert!(
+        error.contains("allows 10") && error.contains("nothing was changed"),
+        "{error}"
+    );
     assert!(!error.contains(SECRET), "{error}");
     assert_eq!(hooks(client).await, before);
 
     // Fewer event types: ours no longer wanted are deleted (freeing their slots).
     let fewer = super::settings(&config_for(&sim, public, "events = [\"message:new\"]\n"));
     let report = sync(&fewer, &clients).await.unwrap();
-    assert!(report.contains("0 created, 0 updated, 6 deleted, 1 unchanged"), "{report}");
+    assert!(
+        report.contains("0 created, 0 updated, 6 deleted, 1 unchanged"),
+        "{report}"
+    );
     assert_eq!(hooks(client).await.len(), 4);
 
-    let listed = subscriptions::list(&fewer, &ProcessEnv, &clients).await.unwrap();
+    let listed = subscriptions::list(&fewer, &ProcessEnv, &clients)
+        .await
+        .unwrap();
     assert!(listed.contains("4 subscriptions (limit 10)"), "{listed}");
-    assert!(listed.contains("(this service)") && listed.contains("https://crm.example/a"), "{listed}");
+    assert!(
+        listed.contains("(this service)") && listed.contains("https://crm.example/a"),
+        "{listed}"
+    );
     assert!(!listed.contains(SECRET), "{listed}");
 }
 
@@ -143,7 +180,15 @@ async fn inbound_rules_add_the_subscriptions_they_need() {
     ));
     let clients = subscriptions::clients(&settings, &db.pool).unwrap();
     sync(&settings, &clients).await.unwrap();
-    let events: Vec<String> = hooks(&clients[0].1).await.into_iter().map(|h| h.1).collect();
-    assert_eq!(events.len(), 2, "message:received:new comes with message:new: {events:?}");
+    let events: Vec<String> = hooks(&clients[0].1)
+        .await
+        .into_iter()
+        .map(|h| h.1)
+        .collect();
+    assert_eq!(
+        events.len(),
+        2,
+        "message:received:new comes with message:new: {events:?}"
+    );
     assert!(events.contains(&"call:incoming:missed".to_owned()));
 }
