@@ -117,8 +117,12 @@ pub fn contact(
         Group::Reaction => Some("reaction.reactor"),
         _ => None,
     };
+    // (The team's own account is never the contact: a reaction may be the team's.)
+    let team = str_at(payload, "whatsapp_account.phone").and_then(e164);
     let from_party = party.and_then(|p| {
-        let phone = str_at(payload, &format!("{p}.phone")).and_then(e164)?;
+        let phone = str_at(payload, &format!("{p}.phone"))
+            .and_then(e164)
+            .filter(|phone| Some(phone) != team.as_ref())?;
         Some((
             phone,
             str_at(payload, &format!("{p}.full_name")).map(str::to_owned),
@@ -159,7 +163,6 @@ pub fn rest_message(event_type: &str, payload: &Value) -> Option<Value> {
         out.insert("chat_id".into(), json!(id.to_string()));
     }
     out.insert("from_me".into(), json!(!is_received(event_type, payload)));
-    out.insert("message_type".into(), json!("whatsapp"));
     if let Some(phone) = str_at(payload, "message.sender.phone") {
         out.insert("sender_phone".into(), json!(phone));
     }

@@ -9,6 +9,7 @@ mod applying;
 mod end_to_end;
 mod payloads;
 mod receiving;
+mod retries;
 mod rules;
 mod subscriptions;
 
