@@ -84,18 +84,3 @@ pub fn init(format: LogFormat) {
     let _ = subscriber(written, env_filter(), std::io::stderr).try_init();
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn auto_is_text_on_a_terminal_and_json_otherwise() {
-        assert_eq!(resolve(LogFormat::Auto, true), Written::Text { ansi: true });
-        assert_eq!(resolve(LogFormat::Auto, false), Written::Json);
-        assert_eq!(
-            resolve(LogFormat::Text, false),
-            Written::Text { ansi: false }
-        );
-        assert_eq!(resolve(LogFormat::Json, true), Written::Json);
-    }
-}

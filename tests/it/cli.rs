@@ -170,57 +170,6 @@ async fn a_simulated_workspace_sends_through_the_built_in_simulator_and_stops_on
 }
 
 #[tokio::test]
-async fn the_api_token_appears_in_no_log_line_even_at_trace_level() {
-    use timelines_sync::simulator::{Simulator, SimulatorConfig};
-    let token = "tok-9c1e77d2-do-not-log";
-    let sim = Simulator::start(
-        SimulatorConfig {
-            tokens: vec![token.into()],
-            ..SimulatorConfig::default()
-        },
-        ([127, 0, 0, 1], 0).into(),
-    )
-    .await
-    .unwrap();
-    let db = test_db().await;
-    let child = binary()
-        .env("DATABASE_URL", &db.url)
-        .env("TIMELINES_API_URL", sim.base_url())
-        .env("TIMELINES_API_TOKEN", token)
-        .env("RUST_LOG", "trace")
-        .arg("run")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let sent: i64 = sqlx::query_scalar("SELECT timelines.enqueue('send_message', '{\"phone\": \"+14155550123\", \"text\": \"hi\"}')")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-    let missing: i64 = sqlx::query_scalar(
-        "SELECT timelines.enqueue('refresh_message', '{\"message_uid\": \"no-such-message\"}')",
-    )
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
-    crate::helpers::wait_for_job(&db.pool, sent, "succeeded").await;
-    crate::helpers::wait_for_job(&db.pool, missing, "failed").await;
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.lines().count() > 20,
-        "trace logging was on: {stderr}"
-    );
-    assert!(!stderr.contains(token), "the token leaked into the logs");
-    assert_eq!(sim.stats().messages_sent, 1, "the real token was used");
-}
-
-#[tokio::test]
 async fn a_killed_service_leaves_its_job_to_be_rescued_as_interrupted() {
     let db = test_db().await;
     let id: i64 = sqlx::query_scalar("SELECT timelines.enqueue('noop', '{\"sleep_ms\": 600000}')")

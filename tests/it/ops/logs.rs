@@ -12,13 +12,14 @@ use timelines_sync::telemetry::{self, Written};
 use tracing_subscriber::EnvFilter;
 
 use super::{Service, enqueue, simulator};
-use crate::cli::{binary, output};
+use crate::cli::{binary, output, write_config};
 use crate::fakes::hubspot::HubSpot;
 use crate::helpers::{test_db, wait_for_job};
 
 const WS: &str = "ops_logs";
 const API_TOKEN: &str = "ops-logs-api-token-61f0c2";
 const HUBSPOT_TOKEN: &str = "pat-ops-logs-hubspot-93d1";
+const WEBHOOK_SECRET: &str = "wh-ops-logs-2c7e91d0a4-never-logged";
 
 #[test]
 fn the_log_format_is_text_on_a_terminal_and_json_otherwise_unless_configured() {
@@ -211,4 +212,121 @@ async fn spans_carry_job_and_source_and_no_secret_reaches_a_line_even_at_trace_l
     for secret in [API_TOKEN, HUBSPOT_TOKEN, password.as_str()] {
         assert!(!text.contains(secret), "{secret} reached the log");
     }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits (30 s at most) until the service's listener answers `/healthz`.
+async fn wait_for_listener(base: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while reqwest::get(format!("{base}/healthz")).await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the listener never came up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// The binary at trace level with stderr piped: JSON lines, the job's span, a webhook received
+/// and a scrape, and none of the API token, the webhook secret or the database password.
+#[tokio::test]
+async fn the_service_at_trace_level_logs_json_with_job_spans_and_no_secret() {
+    let sim = simulator(API_TOKEN, Default::default()).await;
+    let db = test_db().await;
+    let (_dir, config) = write_config(&format!("[webhooks]\nsecret = \"{WEBHOOK_SECRET}\"\n"));
+    let base = format!("http://127.0.0.1:{}", free_port());
+    let child = binary()
+        .env("DATABASE_URL", &db.url)
+        .env("TIMELINES_API_URL", sim.base_url())
+        .env("TIMELINES_API_TOKEN", API_TOKEN)
+        .env(
+            "TIMELINES_SYNC_HTTP_LISTEN",
+            base.trim_start_matches("http://"),
+        )
+        .env("RUST_LOG", "trace")
+        .arg("--config")
+        .arg(&config)
+        .arg("run")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let sent = enqueue(
+        &db.pool,
+        "default",
+        "send_message",
+        r#"{"phone": "+14155550123", "text": "hi"}"#,
+    )
+    .await;
+    let missing = enqueue(
+        &db.pool,
+        "default",
+        "refresh_message",
+        r#"{"message_uid": "nope"}"#,
+    )
+    .await;
+    wait_for_job(&db.pool, sent, "succeeded").await;
+    wait_for_job(&db.pool, missing, "failed").await;
+    wait_for_listener(&base).await;
+    let client = reqwest::Client::new();
+    let hook = client
+        .post(format!(
+            "{base}/webhooks/timelines/{WEBHOOK_SECRET}?workspace=default"
+        ))
+        .json(&json!({"event_type": "chat:new", "chat": {"id": 1000001}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hook.status(), 200);
+    let scrape = client.get(format!("{base}/metrics")).send().await.unwrap();
+    assert_eq!(scrape.status(), 200);
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+
+    let lines: Vec<Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(lines.len() > 20, "trace logging was on: {stderr}");
+    let in_job = |l: &&Value| {
+        l["spans"].as_array().is_some_and(|spans| {
+            spans.iter().any(|s| {
+                s["name"] == "job"
+                    && s["job_id"] == sent
+                    && s["kind"] == "send_message"
+                    && s["workspace"] == "default"
+            })
+        })
+    };
+    assert!(
+        lines.iter().any(|l| in_job(&l)),
+        "no line in the job's span"
+    );
+    let password = reqwest::Url::parse(&db.url)
+        .unwrap()
+        .password()
+        .unwrap()
+        .to_owned();
+    for secret in [API_TOKEN, WEBHOOK_SECRET, password.as_str()] {
+        assert!(!stderr.contains(secret), "{secret} reached the log");
+    }
+    assert_eq!(sim.stats().messages_sent, 1, "the real token was used");
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM timelines.webhook_events")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 1, "the webhook went through");
 }
