@@ -83,4 +83,3 @@ pub fn init(format: LogFormat) {
     // try_init also forwards the `log` crate's records (rustls, ...) into the same writer.
     let _ = subscriber(written, env_filter(), std::io::stderr).try_init();
 }
-
