@@ -163,3 +163,64 @@ async fn a_contact_opted_out_in_a_batch_stops_messages_to_its_phone_from_the_sam
         0
     );
 }
+
+#[tokio::test]
+async fn a_batch_whose_own_commit_fails_after_its_jobs_committed_is_repeated_without_a_second_job()
+{
+    let db = test_db().await;
+    customers(&db.pool, 50).await;
+    // The batch's own transaction (rule events, cursor) fails at its commit, after the jobs'
+    // and the contacts' transactions have committed: the cursor's move raises at commit time.
+    sqlx::raw_sql(
+        "CREATE FUNCTION public.fail_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN RAISE EXCEPTION 'injected failure at commit'; END $$;
+         CREATE CONSTRAINT TRIGGER fail_commit AFTER UPDATE ON timelines.source_state
+             DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
+             WHEN (OLD.cursor_value IS DISTINCT FROM NEW.cursor_value)
+             EXECUTE FUNCTION public.fail_commit();",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let poller = poller_on(&db.pool, &config(ago(60))).await;
+    let error = poller
+        .run(
+            "app_db",
+            timelines_sync::sources::engine::Mode::Manual,
+            false,
+        )
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("injected failure"), "{error}");
+    // The jobs went in; their rule events and the cursor did not.
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM timelines.jobs").await,
+        50
+    );
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM timelines.rule_events").await,
+        0
+    );
+
+    sqlx::raw_sql("DROP TRIGGER fail_commit ON timelines.source_state")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let report = run(&poller, "app_db").await;
+    // Read again: each event links the job made the first time; none is made twice.
+    assert_eq!(report.jobs_created, 0, "{report:?}");
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM timelines.jobs").await,
+        50
+    );
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT count(*) FROM timelines.rule_events e JOIN timelines.jobs j ON j.id = e.job_id
+              WHERE j.idempotency_key = e.idempotency_key AND e.outcome = 'enqueued'"
+        )
+        .await,
+        50
+    );
+    assert_eq!(run(&poller, "app_db").await.jobs_created, 0);
+}
