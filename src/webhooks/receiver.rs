@@ -144,18 +144,20 @@ impl Receiver {
             ));
         }
         let stored = match events::store(&self.pool, &delivery).await {
-            // A value jsonb refuses (e.g. a \u0000 escape): kept as bytes, marked.
+            // A value Postgres refuses (a \u0000 escape in the JSON, the event type or the
+            // `?workspace=`): kept as bytes, marked, with nothing of the request in a text column.
             Err(sqlx::Error::Database(e)) if e.code().is_some_and(|c| c.starts_with("22")) => {
                 let fallback = Delivery {
+                    workspace: &workspace.replace('\0', "\u{fffd}"),
+                    event_type: None,
                     payload: None,
                     body: Some(bytes),
                     status: status::MALFORMED,
                     error: Some(format!(
-                        "the JSON cannot be stored as jsonb: {}",
+                        "the event cannot be stored as sent (its bytes are kept): {}",
                         e.message()
                     )),
                     natural_key: None,
-                    ..delivery
                 };
                 events::store(&self.pool, &fallback).await?
             }

@@ -223,3 +223,27 @@ async fn post_chunked(addr: SocketAddr, path: &str, body: &[u8]) -> String {
     let _ = stream.read_to_end(&mut answer).await;
     String::from_utf8_lossy(&answer).into_owned()
 }
+
+#[tokio::test]
+async fn a_nul_in_the_event_type_or_the_workspace_is_stored_marked_and_answered_2xx() {
+    let hook = Hook::start(&webhooks_toml()).await;
+    let path = format!("/webhooks/timelines/{SECRET}");
+    // Postgres text refuses NUL: neither may turn bad input into a 503 the sender retries.
+    let (status, text) = hook
+        .post_raw(&path, br#"{"event_type": "message:new\u0000x"}"#.to_vec())
+        .await;
+    assert_eq!(status, 200, "{text}");
+    let (status, text) = hook
+        .post_raw(
+            &format!("{path}?workspace=de%00fault"),
+            br#"{"event_type": "message:new"}"#.to_vec(),
+        )
+        .await;
+    assert_eq!(status, 200, "{text}");
+    let events = hook.events().await;
+    assert_eq!(events.len(), 2, "{events:#?}");
+    assert!(
+        events.iter().all(|e| e["status"] == "malformed"),
+        "{events:#?}"
+    );
+}
