@@ -245,8 +245,9 @@ async fn merge_account(tx: &mut PgConnection, workspace: &str, account: Value) -
     Ok(())
 }
 
-/// Opts `phone` out: the `timelines.opt_outs` trigger cancels its queued sends by phone (with
-/// the reason in `last_error`); sends addressed to its direct chat by id are cancelled here.
+/// Opts `phone` out and cancels its queued, retrying and held sends, by phone and (for its direct
+/// chat) by chat id. (The `timelines.opt_outs` trigger cancels by phone only when the row is new;
+/// a phone opted out before may have had sends enqueued directly since.)
 async fn opt_out(
     tx: &mut PgConnection,
     workspace: &str,
@@ -263,24 +264,24 @@ async fn opt_out(
     .bind(&reason)
     .execute(&mut *tx)
     .await?;
-    if let Some(chat_id) = chat_id {
-        sqlx::query(
-            "UPDATE timelines.jobs
-                SET state = 'cancelled', finished_at = now(), updated_at = now(),
-                    last_error = 'cancelled: ' || $3 || ' opted out (' || $4 || ')'
-              WHERE state IN ('queued', 'retrying', 'held') AND kind = ANY($5)
-                AND workspace = $1 AND payload->>'chat_id' = $2::text
-                AND EXISTS (SELECT 1 FROM timelines.chats c
-                             WHERE c.workspace = $1 AND c.chat_id = $2 AND NOT coalesce(c.is_group, false))",
-        )
-        .bind(workspace)
-        .bind(chat_id)
-        .bind(phone)
-        .bind(&reason)
-        .bind(MESSAGE_KINDS)
-        .execute(&mut *tx)
-        .await?;
-    }
+    sqlx::query(
+        "UPDATE timelines.jobs
+            SET state = 'cancelled', finished_at = now(), updated_at = now(),
+                last_error = 'cancelled: ' || $3 || ' opted out (' || $4 || ')'
+          WHERE state IN ('queued', 'retrying', 'held') AND kind = ANY($5)
+            AND (payload->>'phone' = $3
+                 OR (workspace = $1 AND payload->>'chat_id' = $2::text
+                     AND EXISTS (SELECT 1 FROM timelines.chats c
+                                  WHERE c.workspace = $1 AND c.chat_id = $2
+                                    AND NOT coalesce(c.is_group, false))))",
+    )
+    .bind(workspace)
+    .bind(chat_id)
+    .bind(phone)
+    .bind(&reason)
+    .bind(MESSAGE_KINDS)
+    .execute(&mut *tx)
+    .await?;
     tracing::info!(%workspace, "a contact opted out by reply");
     Ok(())
 }

@@ -115,6 +115,40 @@ async fn a_stop_reply_opts_the_contact_out_and_cancels_their_queued_sends() {
 }
 
 #[tokio::test]
+async fn a_stop_reply_from_a_phone_already_opted_out_still_cancels_sends_queued_since() {
+    let hook = Hook::start(&webhooks_toml()).await;
+    sqlx::query("INSERT INTO timelines.opt_outs (phone, reason) VALUES ($1, 'asked by email')")
+        .bind(ANA)
+        .execute(hook.pool())
+        .await
+        .unwrap();
+    // An application enqueues directly (rules would have skipped the phone).
+    let send = enqueue(
+        &hook,
+        "send_message",
+        json!({"phone": ANA, "text": "Promo"}),
+    )
+    .await;
+    hook.post(&payloads::message(
+        "message:received:new",
+        "m-stop",
+        101,
+        ANA,
+        true,
+        "STOP",
+    ))
+    .await;
+    assert_eq!(hook.process().await.processed, 1);
+    let job = crate::helpers::job_row(hook.pool(), send).await;
+    assert_eq!(job["state"], "cancelled", "{job}");
+    let reason = job["last_error"].as_str().unwrap();
+    assert!(
+        reason.contains(&format!("{ANA} opted out")) && reason.contains("replied \"STOP\""),
+        "{reason}"
+    );
+}
+
+#[tokio::test]
 async fn opt_out_keywords_are_configurable_and_opt_out_by_reply_can_be_turned_off() {
     let hook = Hook::start(&format!(
         "{}opt_out_keywords = [\"basta\", \"ALTO\"]\n",
