@@ -217,8 +217,32 @@ fn merged(stored: Option<Value>, update: Value) -> Value {
     Value::Object(out)
 }
 
+/// Advisory lock classes of the objects events merge into: two instances merging events of one
+/// chat (or account) at once would each read the stored object before the other wrote it, and
+/// the later write would drop the earlier one's fields.
+const CHAT_LOCK: i32 = 0x7768_6368; // "whch"
+const ACCOUNT_LOCK: i32 = 0x7768_6163; // "whac"
+
+/// Holds the object `key` of `class` until the transaction ends.
+async fn lock(tx: &mut PgConnection, class: i32, workspace: &str, key: &str) -> sqlx::Result<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2 || ':' || $3))")
+        .bind(class)
+        .bind(workspace)
+        .bind(key)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
 async fn merge_chat(tx: &mut PgConnection, workspace: &str, chat: Value) -> sqlx::Result<()> {
     let id = chat.get("id").and_then(Value::as_i64);
+    lock(
+        tx,
+        CHAT_LOCK,
+        workspace,
+        &id.unwrap_or_default().to_string(),
+    )
+    .await?;
     let stored: Option<Value> =
         sqlx::query_scalar("SELECT raw FROM timelines.chats WHERE workspace = $1 AND chat_id = $2")
             .bind(workspace)
@@ -234,6 +258,7 @@ async fn merge_account(tx: &mut PgConnection, workspace: &str, account: Value) -
         .get("id")
         .and_then(Value::as_str)
         .unwrap_or_default();
+    lock(tx, ACCOUNT_LOCK, workspace, id).await?;
     let stored: Option<Value> = sqlx::query_scalar(
         "SELECT raw FROM timelines.whatsapp_accounts WHERE workspace = $1 AND account_id = $2",
     )

@@ -7,6 +7,7 @@
 
 mod applying;
 mod end_to_end;
+mod instances;
 mod payloads;
 mod receiving;
 mod retries;
