@@ -80,9 +80,30 @@ pub fn receiver_url(public_url: &str, secret: &Secret, workspace: &str) -> Strin
     )
 }
 
-/// `url` with `secret` replaced, for printing and errors.
-pub fn redact(text: &str, secret: &Secret) -> String {
-    text.replace(secret.expose(), "[secret]")
+/// `text` with `secret` replaced, and the path segment after every
+/// `/webhooks/timelines/` (a receiver secret: an old one after a rotation, or one this process
+/// was not configured with), for printing and errors.
+pub fn redact(text: &str, secret: Option<&Secret>) -> String {
+    let text = match secret {
+        Some(secret) => text.replace(secret.expose(), "[secret]"),
+        None => text.to_owned(),
+    };
+    let prefix = super::receiver::PATH_PREFIX;
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    while let Some(at) = rest.find(prefix) {
+        let (head, tail) = rest.split_at(at + prefix.len());
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| matches!(c, '?' | '#' | '/') || c.is_whitespace() || c == '"')
+            .unwrap_or(tail.len());
+        if end > 0 {
+            out.push_str("[secret]");
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Brings one workspace's subscriptions in line with `wanted`, pointing at `url`; a
@@ -261,11 +282,11 @@ pub async fn sync(
         let limit = settings.webhooks.max_subscriptions;
         let lines = sync_workspace(client, &prefix, &url, &wanted, limit)
             .await
-            .map_err(|e| anyhow::anyhow!("{}", redact(&format!("{e:#}"), &secret)))
+            .map_err(|e| anyhow::anyhow!("{}", redact(&format!("{e:#}"), Some(&secret))))
             .with_context(|| format!("workspace {workspace}"))?;
         out.push_str(&format!(
             "workspace {workspace}: {} -> {}\n",
-            redact(&url, &secret),
+            redact(&url, Some(&secret)),
             summary(&lines)
         ));
         for l in &lines {
@@ -299,10 +320,7 @@ pub async fn list(
     clients: &[(String, Client)],
 ) -> anyhow::Result<String> {
     let secret = settings.webhooks.resolved_secret(env);
-    let hide = |text: &str| match &secret {
-        Some(secret) => redact(text, secret),
-        None => text.to_owned(),
-    };
+    let hide = |text: &str| redact(text, secret.as_ref());
     let prefix = settings
         .webhooks
         .public_url()
@@ -369,6 +387,13 @@ mod tests {
             url,
             "https://x.example/webhooks/timelines/s3cr3t-s3cr3t-s3cr3t?workspace=default"
         );
-        assert!(!redact(&url, &secret).contains("s3cr3t"));
+        assert!(!redact(&url, Some(&secret)).contains("s3cr3t"));
+        assert_eq!(
+            redact(
+                "at https://a.example/webhooks/timelines/0ld-s3cret?workspace=x: 404",
+                None
+            ),
+            "at https://a.example/webhooks/timelines/[secret]?workspace=x: 404"
+        );
     }
 }

@@ -192,3 +192,42 @@ async fn inbound_rules_add_the_subscriptions_they_need() {
     );
     assert!(events.contains(&"call:incoming:missed".to_owned()));
 }
+
+#[tokio::test]
+async fn webhooks_list_hides_every_receiver_secret_even_one_it_was_not_configured_with() {
+    let sim = simulator(SimulatorConfig::default()).await;
+    let db = test_db().await;
+    let public = "https://sync.example.com";
+    // Run where the secret is not configured (an operator's machine), or after a rotation.
+    let no_secret = super::settings(&format!(
+        "[workspaces.default]\napi_url = \"{}\"\ntoken = \"{TOKEN}\"\nrate_limit_per_minute = 60000\n\
+         [webhooks]\npublic_url = \"{public}\"\n",
+        sim.base_url()
+    ));
+    let clients = subscriptions::clients(&no_secret, &db.pool).unwrap();
+    let live = "live-secret-8c1d2e3f4a5b";
+    let old = "old-secret-0123456789";
+    create(
+        &clients[0].1,
+        "message:new",
+        &format!("{public}/webhooks/timelines/{live}?workspace=default"),
+    )
+    .await;
+    create(
+        &clients[0].1,
+        "chat:new",
+        &format!("https://old.example.com/webhooks/timelines/{old}"),
+    )
+    .await;
+    for settings in [&no_secret, &settings(&config_for(&sim, public, ""))] {
+        let listed = subscriptions::list(settings, &ProcessEnv, &clients)
+            .await
+            .unwrap();
+        assert!(listed.contains("2 subscriptions"), "{listed}");
+        assert!(!listed.contains(live) && !listed.contains(old), "{listed}");
+        assert!(
+            listed.contains("https://old.example.com/webhooks/timelines/[secret]"),
+            "{listed}"
+        );
+    }
+}
