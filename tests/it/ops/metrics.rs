@@ -400,3 +400,33 @@ async fn assert_database_gauges_match_sql(pool: &PgPool, scrape: &Scrape) {
         1.0
     );
 }
+
+#[tokio::test]
+async fn webhook_event_types_the_reference_does_not_list_share_one_label_value() {
+    let db = test_db().await;
+    // Whoever holds the secret chooses `event_type`: a label of each would grow without bound.
+    sqlx::query(
+        "INSERT INTO timelines.webhook_events (workspace, event_type, payload, status)
+         SELECT 'default', 'made-up:' || n || repeat('x', 200), '{}'::jsonb, 'unknown'
+           FROM generate_series(1, 50) n
+         UNION ALL SELECT 'default', 'chat:new', '{}'::jsonb, 'processed'",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let (addr, shutdown) = serve_http(&db.pool).await;
+    let (text, scrape) = fetch(addr).await;
+    shutdown.begin();
+    let events = series(&scrape, "timelines_sync_webhook_events_24h", &[]);
+    assert_eq!(events.len(), 2, "{text}");
+    let count = |event_type, status| {
+        total(
+            &scrape,
+            "timelines_sync_webhook_events_24h",
+            &[("event_type", event_type), ("status", status)],
+        )
+    };
+    assert_eq!(count("other", "unknown"), 50.0);
+    assert_eq!(count("chat:new", "processed"), 1.0);
+    assert!(!text.contains("made-up"), "{text}");
+}
