@@ -68,6 +68,13 @@ impl Secret {
         crate::telemetry::redact::register(&value);
         Self(value)
     }
+    /// Wraps a value that replaces an earlier one from time to time (a refreshed access token);
+    /// the log writer keeps only the latest of these (see `telemetry::redact`).
+    pub fn rotating(value: impl Into<String>) -> Self {
+        let value = value.into();
+        crate::telemetry::redact::register_rotating(&value);
+        Self(value)
+    }
     /// The secret itself, for the one place that must send it.
     pub fn expose(&self) -> &str {
         &self.0

@@ -162,7 +162,7 @@ impl HttpClient {
         let body: Value = answer.json().await.unwrap_or(Value::Null);
         match body.get("access_token").and_then(Value::as_str) {
             Some(token) if status < 300 => {
-                self.access = Some(crate::config::Secret::new(token));
+                self.access = Some(crate::config::Secret::rotating(token));
                 Ok(())
             }
             _ => Err(FetchError::fatal(format!(

@@ -19,49 +19,81 @@ pub const REDACTED: &str = "[redacted]";
 /// every X of every line.
 const MIN_LEN: usize = 4;
 
-/// Most values kept: refreshed OAuth access tokens register one more each hour or so, and an
-/// expired one no longer matters.
-const MAX_SECRETS: usize = 1000;
+/// Most rotating values kept: a refreshed OAuth access token registers one more at every poll
+/// run of its source, and an expired one no longer matters. The configuration's secrets are
+/// kept apart and never dropped: otherwise a day of refreshes would push out the API tokens,
+/// the webhook secret and the database password.
+const MAX_ROTATING: usize = 1000;
 
-static SECRETS: Mutex<VecDeque<String>> = Mutex::new(VecDeque::new());
+/// The registered values: the configuration's (a fixed set) and the rotating ones, oldest first.
+struct Registered {
+    fixed: Vec<String>,
+    rotating: VecDeque<String>,
+}
+
+static SECRETS: Mutex<Registered> = Mutex::new(Registered {
+    fixed: Vec::new(),
+    rotating: VecDeque::new(),
+});
 static MATCHER: RwLock<Option<Arc<AhoCorasick>>> = RwLock::new(None);
 
 /// Registers `value` (and, for a URL with a password, the password alone) to be redacted from
 /// every log line from now on.
 pub fn register(value: &str) {
-    let mut added = add(value);
-    if let Some(password) = url_password(value) {
-        added |= add(&password);
+    register_as(value, false);
+}
+
+/// Registers a value that is replaced from time to time (a refreshed access token): only the
+/// latest [`MAX_ROTATING`] of these are kept.
+pub fn register_rotating(value: &str) {
+    register_as(value, true);
+}
+
+fn register_as(value: &str, rotating: bool) {
+    let mut added = add(value, rotating);
+    if let Some(password) = url_password(value, rotating) {
+        added |= add(&password, rotating);
     }
     if added {
         rebuild();
     }
 }
 
-fn add(value: &str) -> bool {
+fn add(value: &str, rotating: bool) -> bool {
     if value.len() < MIN_LEN {
         return false;
     }
     let mut secrets = SECRETS.lock().unwrap_or_else(|e| e.into_inner());
-    if secrets.iter().any(|s| s == value) {
+    let known = |s: &String| s == value;
+    if secrets.fixed.iter().any(known) {
         return false;
     }
-    if secrets.len() == MAX_SECRETS {
-        secrets.pop_front();
+    if let Some(at) = secrets.rotating.iter().position(known) {
+        if rotating {
+            return false;
+        }
+        secrets.rotating.remove(at); // now a configured value: kept for good
     }
-    secrets.push_back(value.to_owned());
+    if !rotating {
+        secrets.fixed.push(value.to_owned());
+        return true;
+    }
+    if secrets.rotating.len() == MAX_ROTATING {
+        secrets.rotating.pop_front();
+    }
+    secrets.rotating.push_back(value.to_owned());
     true
 }
 
 /// The password of `postgres://user:password@host/db` and the like, raw and percent-decoded.
-fn url_password(value: &str) -> Option<String> {
+fn url_password(value: &str, rotating: bool) -> Option<String> {
     let url = reqwest::Url::parse(value).ok()?;
     let raw = url.password()?;
     let decoded = percent_encoding::percent_decode_str(raw)
         .decode_utf8_lossy()
         .into_owned();
     if decoded != raw {
-        add(raw);
+        add(raw, rotating);
     }
     Some(decoded)
 }
@@ -71,7 +103,7 @@ fn rebuild() {
     // Longest first at each position: a URL is replaced whole, not just its password.
     let matcher = AhoCorasick::builder()
         .match_kind(MatchKind::LeftmostLongest)
-        .build(secrets.iter())
+        .build(secrets.fixed.iter().chain(&secrets.rotating))
         .ok()
         .map(Arc::new);
     *MATCHER.write().unwrap_or_else(|e| e.into_inner()) = matcher;
@@ -148,6 +180,17 @@ mod tests {
         assert!(!scrubbed.contains("pa$s-unit-42"), "{scrubbed}");
         assert!(!scrubbed.contains("pa%24s-unit-42"), "{scrubbed}");
         assert_eq!(scrubbed.matches(REDACTED).count(), 3, "{scrubbed}");
+    }
+
+    #[test]
+    fn configured_values_outlive_any_number_of_rotated_tokens() {
+        register("cfg-unit-webhook-secret-91f3");
+        for n in 0..MAX_ROTATING + 5 {
+            register_rotating(&format!("rot-unit-access-{n:05}"));
+        }
+        assert_eq!(scrub("cfg-unit-webhook-secret-91f3"), REDACTED);
+        assert_eq!(scrub("rot-unit-access-01004"), REDACTED);
+        assert_eq!(scrub("rot-unit-access-00000"), "rot-unit-access-00000");
     }
 
     #[test]
