@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use sqlx::{PgConnection, PgExecutor};
+use sqlx::{PgConnection, PgExecutor, PgPool};
 
 /// Event statuses (the table's CHECK lists the same).
 pub mod status {
@@ -40,6 +40,8 @@ pub struct Delivery<'a> {
     /// What identifies the event across deliveries, when the payload names it (else a hash of
     /// the payload is used; a body that is not JSON is never a duplicate).
     pub natural_key: Option<String>,
+    /// The object it changes (see [`super::payload::object_key`]).
+    pub object_key: Option<String>,
 }
 
 /// A stored delivery: its row, and whether the event was already there.
@@ -52,13 +54,34 @@ pub struct Stored {
 }
 
 /// Stores a delivery; a repeated one only increments `deliveries` of the first.
-pub async fn store(db: impl PgExecutor<'_>, d: &Delivery<'_>) -> sqlx::Result<Stored> {
+///
+/// An event known by a hash of its body (chat and account events carry no id) is a repeat only
+/// while no later event of its object was stored: a chat assigned, unassigned and assigned again
+/// to the same person sends the first body a second time, and that one must be applied.
+pub async fn store(pool: &PgPool, d: &Delivery<'_>) -> sqlx::Result<Stored> {
+    if d.natural_key.is_none()
+        && let (Some(payload), Some(object)) = (d.payload, &d.object_key)
+    {
+        // The earlier event's key is dropped, so the insert below makes a row of its own.
+        sqlx::query(
+            "UPDATE timelines.webhook_events e SET dedupe_key = NULL
+              WHERE e.workspace = $1 AND e.dedupe_key = coalesce($2, '') || ':' || md5($3::jsonb::text)
+                AND EXISTS (SELECT 1 FROM timelines.webhook_events x
+                             WHERE x.workspace = $1 AND x.object_key = $4 AND x.id > e.id)",
+        )
+        .bind(d.workspace)
+        .bind(d.event_type)
+        .bind(payload)
+        .bind(object)
+        .execute(pool)
+        .await?;
+    }
     let (id, duplicate) = sqlx::query_as::<_, (i64, bool)>(
         "INSERT INTO timelines.webhook_events AS e
-             (workspace, event_type, payload, body, status, error, dedupe_key)
+             (workspace, event_type, payload, body, status, error, dedupe_key, object_key)
          VALUES ($1, $2, $3, $4, $5, $6,
                  CASE WHEN $3::jsonb IS NOT NULL
-                      THEN coalesce($7, coalesce($2, '') || ':' || md5($3::jsonb::text)) END)
+                      THEN coalesce($7, coalesce($2, '') || ':' || md5($3::jsonb::text)) END, $8)
          ON CONFLICT (workspace, dedupe_key) WHERE dedupe_key IS NOT NULL
          DO UPDATE SET deliveries = e.deliveries + 1, last_delivery_at = now()
          RETURNING id, deliveries > 1",
@@ -70,7 +93,8 @@ pub async fn store(db: impl PgExecutor<'_>, d: &Delivery<'_>) -> sqlx::Result<St
     .bind(d.status)
     .bind(&d.error)
     .bind(&d.natural_key)
-    .fetch_one(db)
+    .bind(&d.object_key)
+    .fetch_one(pool)
     .await?;
     Ok(Stored { id, duplicate })
 }
@@ -90,14 +114,20 @@ pub struct Claimed {
     pub attempts: i32,
 }
 
-/// Locks the next due pending event for the caller's transaction; other instances skip it.
+/// Locks the next due pending event for the caller's transaction; other instances skip it. An
+/// event waits while an earlier event of its object is pending (another instance is applying it,
+/// or it waits for a retry), so one chat's or account's events are applied in arrival order.
 pub async fn claim_next(conn: &mut PgConnection) -> sqlx::Result<Option<Claimed>> {
     sqlx::query_as(
-        "SELECT id, workspace, event_type, payload, attempts FROM timelines.webhook_events
-          WHERE status = 'pending' AND next_attempt_at <= now()
-            AND event_type IS NOT NULL AND payload IS NOT NULL
-          ORDER BY next_attempt_at, id
-          LIMIT 1 FOR UPDATE SKIP LOCKED",
+        "SELECT e.id, e.workspace, e.event_type, e.payload, e.attempts FROM timelines.webhook_events e
+          WHERE e.status = 'pending' AND e.next_attempt_at <= now()
+            AND e.event_type IS NOT NULL AND e.payload IS NOT NULL
+            AND NOT EXISTS (SELECT 1 FROM timelines.webhook_events p
+                             WHERE p.status = 'pending' AND p.object_key IS NOT NULL
+                               AND p.workspace = e.workspace AND p.object_key = e.object_key
+                               AND p.id < e.id)
+          ORDER BY e.next_attempt_at, e.id
+          LIMIT 1 FOR UPDATE OF e SKIP LOCKED",
     )
     .fetch_optional(conn)
     .await

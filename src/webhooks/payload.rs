@@ -83,6 +83,28 @@ pub fn natural_key(event_type: &str, payload: &Value) -> Option<String> {
     })
 }
 
+/// The object an event changes, for applying one object's events in arrival order (and telling
+/// a repeated delivery from the same body sent again later): `chat:ID` for events of a chat,
+/// its messages and calls, `account:ID` for account events; None for the others.
+pub fn object_key(group: Group, payload: &Value) -> Option<String> {
+    match group {
+        Group::Account => account_id(payload).map(|id| format!("account:{id}")),
+        Group::Waba => None,
+        _ => chat_id(payload).map(|id| format!("chat:{id}")),
+    }
+}
+
+/// The id of a payload's WhatsApp account: `id` (chat and account events), else the
+/// `whatsapp_account_wid` of message-shaped events.
+fn account_id(payload: &Value) -> Option<&str> {
+    let account = payload.get("whatsapp_account")?;
+    account
+        .get("id")
+        .or_else(|| account.get("whatsapp_account_wid"))
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+}
+
 /// A phone from a payload as E.164: the reference's examples omit the `+` at times (§9).
 pub fn e164(raw: &str) -> Option<String> {
     let raw = raw.trim();
@@ -243,15 +265,10 @@ pub fn chat_from_chat_event(payload: &Value) -> Option<Value> {
 /// The account of a chat or account event (§6.3) as a REST WhatsApp account (§4.4); an
 /// account event's type says its status.
 pub fn account(event_type: &str, payload: &Value) -> Option<Value> {
+    let id = account_id(payload)?.to_owned();
     let Value::Object(mut out) = payload.get("whatsapp_account")?.clone() else {
         return None;
     };
-    let id = out
-        .get("id")
-        .or_else(|| out.get("whatsapp_account_wid"))
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())?
-        .to_owned();
     out.insert("id".into(), json!(id));
     let status = match event_type {
         "whatsapp:account:connected" | "whatsapp:account:resumed" => Some("Active"),

@@ -158,6 +158,7 @@ impl Receiver {
                         e.message()
                     )),
                     natural_key: None,
+                    object_key: None,
                 };
                 events::store(&self.pool, &fallback).await?
             }
@@ -181,6 +182,7 @@ fn classify<'a>(
         status: status::PENDING,
         error: None,
         natural_key: None,
+        object_key: None,
     };
     let value = match parsed {
         Ok(value) => value,
@@ -210,7 +212,10 @@ fn classify<'a>(
                 short(t)
             ));
         }
-        Some(t) => d.natural_key = payload::natural_key(t, value),
+        Some(t) => {
+            d.natural_key = payload::natural_key(t, value);
+            d.object_key = payload::group(t).and_then(|g| payload::object_key(g, value));
+        }
     }
     d
 }

@@ -70,3 +70,50 @@ async fn instances_applying_events_of_one_chat_at_once_lose_none_of_their_fields
         "fields lost between instances"
     );
 }
+
+#[tokio::test]
+async fn an_event_waits_while_an_earlier_event_of_its_chat_is_being_applied_elsewhere() {
+    let hook = Hook::start(&webhooks_toml()).await;
+    let ana = "+14155550123";
+    for body in [
+        payloads::chat(
+            "chat:responsible:assigned",
+            900,
+            ana,
+            Some("rita@example.com"),
+        ),
+        payloads::chat("chat:responsible:unassigned", 900, ana, None),
+        payloads::chat("chat:new", 901, "+14155550124", None),
+    ] {
+        assert_eq!(hook.post(&body).await.0, 200);
+    }
+    // Another instance holds the first event (it is applying it).
+    let mut other = hook.pool().begin().await.unwrap();
+    let held = timelines_sync::webhooks::events::claim_next(&mut other)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(held.event_type, "chat:responsible:assigned");
+
+    // This one applies the other chat's event, not the later event of the held one's chat.
+    let done = hook.process().await;
+    assert_eq!(done.processed, 1);
+    let pending: Vec<String> = sqlx::query_scalar(
+        "SELECT event_type FROM timelines.webhook_events WHERE status = 'pending' ORDER BY id",
+    )
+    .fetch_all(hook.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        pending,
+        ["chat:responsible:assigned", "chat:responsible:unassigned"]
+    );
+
+    // (The other instance stopped before finishing.) In order: the chat ends unassigned.
+    other.rollback().await.unwrap();
+    assert_eq!(hook.process().await.processed, 2);
+    let responsible: Option<String> = hook
+        .scalar("SELECT responsible_email FROM timelines.chats WHERE chat_id = 900")
+        .await;
+    assert_eq!(responsible, None);
+}

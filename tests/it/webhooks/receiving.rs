@@ -247,3 +247,29 @@ async fn a_nul_in_the_event_type_or_the_workspace_is_stored_marked_and_answered_
         "{events:#?}"
     );
 }
+
+#[tokio::test]
+async fn the_same_payload_again_after_another_event_of_its_chat_is_a_new_event_not_a_repeat() {
+    let hook = Hook::start(&webhooks_toml()).await;
+    let ana = "+14155550123";
+    let assigned = payloads::chat(
+        "chat:responsible:assigned",
+        808,
+        ana,
+        Some("rita@example.com"),
+    );
+    let unassigned = payloads::chat("chat:responsible:unassigned", 808, ana, None);
+    // Assigned, unassigned, assigned again: the third body is byte for byte the first.
+    for body in [&assigned, &unassigned, &assigned] {
+        let (status, answer) = hook.post(body).await;
+        assert_eq!((status, answer["duplicate"].clone()), (200, json!(false)));
+    }
+    // A retry of the latest event (nothing of the chat in between) is still a repeat.
+    let (_, again) = hook.post(&assigned).await;
+    assert_eq!(again["duplicate"], json!(true));
+    assert_eq!(hook.process().await.processed, 3);
+    let responsible: Option<String> = hook
+        .scalar("SELECT responsible_email FROM timelines.chats WHERE chat_id = 808")
+        .await;
+    assert_eq!(responsible.as_deref(), Some("rita@example.com"));
+}
