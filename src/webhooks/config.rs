@@ -167,8 +167,16 @@ impl WebhookSettings {
         if !(1..=1000).contains(&self.max_subscriptions) {
             return Err(invalid("max_subscriptions", "must be between 1 and 1000"));
         }
-        if self.opt_out_keywords.iter().any(|k| k.trim().is_empty()) {
-            return Err(invalid("opt_out_keywords", "a keyword must not be empty"));
+        if self
+            .opt_out_keywords
+            .iter()
+            .any(|k| !k.chars().any(char::is_alphanumeric))
+        {
+            return Err(invalid(
+                "opt_out_keywords",
+                "a keyword must have a letter or digit (spaces and punctuation around a reply are \
+                 ignored)",
+            ));
         }
         if !(10..=600_000).contains(&self.poll_interval_ms) {
             return Err(invalid("poll_interval_ms", "must be between 10 and 600000"));
@@ -182,14 +190,19 @@ impl WebhookSettings {
         Ok(())
     }
 
-    /// Whether `text` (an inbound message) is an opt-out keyword.
+    /// Whether `text` (an inbound message) is an opt-out keyword: the whole text, in any case,
+    /// without the spaces and punctuation around it ("Stop.", "STOP!" opt out; "please stop"
+    /// does not).
     pub fn is_opt_out(&self, text: &str) -> bool {
-        let text = text.trim().to_lowercase();
-        self.opt_out_by_reply
-            && self
-                .opt_out_keywords
-                .iter()
-                .any(|k| k.trim().to_lowercase() == text)
+        let bare = |s: &str| {
+            s.trim_matches(|c: char| !c.is_alphanumeric())
+                .to_lowercase()
+        };
+        if !self.opt_out_by_reply {
+            return false;
+        }
+        let text = bare(text);
+        !text.is_empty() && self.opt_out_keywords.iter().any(|k| bare(k) == text)
     }
 }
 
@@ -210,6 +223,10 @@ mod tests {
         assert!(s.is_opt_out(" stop\n"));
         assert!(s.is_opt_out("Unsubscribe"));
         assert!(!s.is_opt_out("please stop"));
+        assert!(s.is_opt_out("Stop."), "punctuation around the keyword");
+        assert!(s.is_opt_out("\"STOP!\" "));
+        assert!(!s.is_opt_out("stop it"));
+        assert!(!s.is_opt_out("?!"));
         let off = WebhookSettings {
             opt_out_by_reply: false,
             ..WebhookSettings::default()
