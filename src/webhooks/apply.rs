@@ -162,7 +162,7 @@ async fn apply_chat(tx: &mut PgConnection, e: &Claimed) -> sqlx::Result<Applied>
     };
     merge_chat(tx, &e.workspace, chat).await?;
     if let Some(account) = payload::account(&e.event_type, &e.payload) {
-        merge_account(tx, &e.workspace, account).await?;
+        merge_account(tx, &e.workspace, account, false).await?;
     }
     Ok(Applied::processed(None))
 }
@@ -171,7 +171,7 @@ async fn apply_account(tx: &mut PgConnection, e: &Claimed) -> sqlx::Result<Appli
     let Some(account) = payload::account(&e.event_type, &e.payload) else {
         return Ok(malformed("an account event without whatsapp_account.id"));
     };
-    merge_account(tx, &e.workspace, account).await?;
+    merge_account(tx, &e.workspace, account, true).await?;
     Ok(Applied::processed(None))
 }
 
@@ -253,19 +253,34 @@ async fn merge_chat(tx: &mut PgConnection, workspace: &str, chat: Value) -> sqlx
     Ok(())
 }
 
-async fn merge_account(tx: &mut PgConnection, workspace: &str, account: Value) -> sqlx::Result<()> {
+/// Merges `account` into the stored one. Only an account event's type says the account's
+/// status (`by_type`); the `status` in other events' account block is not kept up to date (it
+/// reads `Active` after a disconnection), so it only fills in an account not stored yet.
+async fn merge_account(
+    tx: &mut PgConnection,
+    workspace: &str,
+    mut account: Value,
+    by_type: bool,
+) -> sqlx::Result<()> {
     let id = account
         .get("id")
         .and_then(Value::as_str)
-        .unwrap_or_default();
-    lock(tx, ACCOUNT_LOCK, workspace, id).await?;
+        .unwrap_or_default()
+        .to_owned();
+    lock(tx, ACCOUNT_LOCK, workspace, &id).await?;
     let stored: Option<Value> = sqlx::query_scalar(
         "SELECT raw FROM timelines.whatsapp_accounts WHERE workspace = $1 AND account_id = $2",
     )
     .bind(workspace)
-    .bind(id)
+    .bind(&id)
     .fetch_optional(&mut *tx)
     .await?;
+    if !by_type
+        && stored.is_some()
+        && let Some(fields) = account.as_object_mut()
+    {
+        fields.remove("status");
+    }
     store::upsert_whatsapp_accounts(&mut *tx, workspace, &[merged(stored, account)]).await?;
     Ok(())
 }

@@ -272,3 +272,30 @@ async fn waba_message_statuses_are_recorded_and_a_failure_gives_the_credits_back
     let events = hook.events().await;
     assert_eq!(events.last().unwrap()["status"], "ignored");
 }
+
+#[tokio::test]
+async fn a_chat_event_does_not_take_an_account_s_status_back() {
+    let hook = Hook::start(&webhooks_toml()).await;
+    hook.post(&payloads::account(
+        "whatsapp:account:disconnected",
+        "Active",
+    ))
+    .await;
+    // A chat event's account block says "Active" whatever happened (as account events' do).
+    hook.post(&payloads::chat(
+        "chat:responsible:assigned",
+        202,
+        ANA,
+        Some("rita@example.com"),
+    ))
+    .await;
+    assert_eq!(hook.process().await.processed, 2);
+    let account = row(
+        &hook,
+        "SELECT to_jsonb(a) FROM timelines.whatsapp_accounts a WHERE account_id = $1",
+        ACCOUNT_WID,
+    )
+    .await;
+    assert_eq!(account["status"], "Disconnected", "{account}");
+    assert_eq!(account["account_name"], "Sales line");
+}
