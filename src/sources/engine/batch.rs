@@ -17,8 +17,9 @@ const MAX_SKIP_ROWS: u64 = 1000;
 const SIDE_ACQUIRE: std::time::Duration = std::time::Duration::from_millis(500);
 
 impl Poller {
-    /// Writes a batch of records (several pages) in one transaction, with the cursor of sorted
-    /// sources: the highest time read, and the ids read at exactly that time.
+    /// Writes a batch of records (several pages): its own transaction holds the rule events,
+    /// the cursor of sorted sources (the highest time read, and the ids read at exactly that
+    /// time) and the run's counters, and commits after the contacts' and jobs' transactions.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn flush(
         &self,
